@@ -1,0 +1,34 @@
+"""Prototypical Networks (Snell, Swersky and Zemel, 2017).
+
+The body embeds every image; a class's prototype is the mean embedding of its support images,
+and the logits of a query are its negative squared Euclidean distances to the prototypes. No
+inner loop: the state of a task is its prototypes.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from metasearch.algorithms.base import MetaAlgorithm
+from metasearch.learners.learner import Learner, Params
+
+
+class PrototypicalNetworks(MetaAlgorithm):
+    name = "protonet"
+
+    def adapt(
+        self, learner: Learner, params: Params, x: Tensor, y: Tensor, first_order: bool
+    ) -> Tensor:
+        embeddings = learner.features(params, x)
+        members = F.one_hot(y, learner.n_outputs).to(embeddings.dtype)  # [S, ways]
+        return (members.T @ embeddings) / members.sum(0)[:, None]
+
+    def predict(self, learner: Learner, params: Params, state: Tensor, x: Tensor) -> Tensor:
+        embeddings = learner.features(params, x)
+        squared = (
+            embeddings.pow(2).sum(1, keepdim=True)
+            - 2 * embeddings @ state.T
+            + state.pow(2).sum(1)[None, :]
+        )
+        return -squared

@@ -1,0 +1,15 @@
+"""User-facing errors: each says what is wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class MetasearchError(Exception):
+    """Base class of every error metasearch raises on bad input."""
+
+
+class SpecError(MetasearchError, ValueError):
+    """A learner spec, search space or study file holds an unknown or inconsistent value."""
+
+
+class DataError(MetasearchError):
+    """A data set is missing, unreadable or too small for the requested tasks."""

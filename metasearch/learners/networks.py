@@ -1,0 +1,90 @@
+"""Networks built from an :class:`ArchitectureSpec`.
+
+Every network is a ``body`` (the feature extractor) followed by a linear ``head``, so that ANIL
+can adapt the head alone and Prototypical Networks can use the body as their embedding.
+Normalization always uses the current batch's statistics and keeps no running statistics, so
+under ``vmap`` each task is normalized by its own support or query set.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from metasearch.spec import ArchitectureSpec
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+}
+
+
+class Network(nn.Module):
+    """``head(body(x))``; ``features(x)`` is the body's output, flattened."""
+
+    def __init__(self, body: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.body, self.head = body, head
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def build_network(
+    spec: ArchitectureSpec, input_shape: tuple[int, ...], n_outputs: int
+) -> Network:
+    """The network for inputs of ``input_shape`` (without batch) and ``n_outputs`` outputs."""
+    if spec.family == "conv":
+        if len(input_shape) != 3:
+            raise ValueError(f"the conv family needs image inputs [C, H, W], got {input_shape}")
+        body = _conv_body(spec, input_shape[0])
+    else:
+        body = _mlp_body(spec, int(torch.Size(input_shape).numel()))
+    with torch.no_grad():
+        feature_size = body(torch.zeros(2, *input_shape)).flatten(1).shape[1]
+    return Network(body, nn.Linear(feature_size, n_outputs))
+
+
+def _conv_body(spec: ArchitectureSpec, in_channels: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    stride = 2 if spec.pooling == "strided" else 1
+    for width in spec.widths:
+        layers.append(nn.Conv2d(in_channels, width, spec.kernel_size, stride, spec.kernel_size // 2))
+        if spec.normalization != "none":
+            layers.append(_norm2d(spec.normalization, width))
+        layers.append(ACTIVATIONS[spec.activation]())
+        if spec.pooling in ("max", "avg"):
+            pool = nn.MaxPool2d if spec.pooling == "max" else nn.AvgPool2d
+            layers.append(pool(2, ceil_mode=False))
+        in_channels = width
+    if spec.head == "gap":
+        layers.append(nn.AdaptiveAvgPool2d(1))
+    return nn.Sequential(*layers)
+
+
+def _norm2d(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, track_running_stats=False)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    return nn.GroupNorm(channels, channels)  # instance normalization with affine parameters
+
+
+def _mlp_body(spec: ArchitectureSpec, in_features: int) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width in spec.widths:
+        layers.append(nn.Linear(in_features, width))
+        if spec.normalization == "batch":
+            layers.append(nn.BatchNorm1d(width, track_running_stats=False))
+        elif spec.normalization == "layer":
+            layers.append(nn.LayerNorm(width))
+        layers.append(ACTIVATIONS[spec.activation]())
+        in_features = width
+    return nn.Sequential(*layers)

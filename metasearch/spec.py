@@ -1,0 +1,188 @@
+"""The learner spec: one serializable description of a candidate few-shot learner.
+
+A spec fixes the architecture, the initialization, the inner loop and the meta-algorithm with
+its outer loop. It says nothing about the tasks (ways, shots): those belong to the task source.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from metasearch.errors import SpecError
+
+Algorithm = Literal["maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "protonet"]
+ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ArchitectureSpec(_Frozen):
+    """The network. ``conv``: blocks of conv -> norm -> activation -> pool; ``mlp``: dense layers.
+
+    ``widths`` gives one entry per block (conv channels or hidden units), so depth is its length.
+    ``kernel_size`` and ``pooling`` apply to the convolutional family only. ``head`` is
+    ``flatten`` (flatten the last feature map, then a linear layer) or ``gap`` (global average
+    pooling, then a linear layer).
+    """
+
+    family: Literal["conv", "mlp"] = "conv"
+    widths: tuple[int, ...] = (64, 64, 64, 64)
+    kernel_size: Literal[1, 3, 5, 7] = 3
+    normalization: Literal["batch", "layer", "instance", "none"] = "batch"
+    activation: Literal["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"] = "relu"
+    pooling: Literal["max", "avg", "strided", "none"] = "max"
+    head: Literal["flatten", "gap"] = "flatten"
+
+    @field_validator("widths")
+    @classmethod
+    def _positive_widths(cls, widths: tuple[int, ...]) -> tuple[int, ...]:
+        if not widths or any(w < 1 for w in widths):
+            raise ValueError("needs at least one block, each of width >= 1")
+        return widths
+
+    @model_validator(mode="after")
+    def _family_options(self) -> ArchitectureSpec:
+        if self.family == "mlp" and self.normalization == "instance":
+            raise ValueError("instance normalization needs feature maps; use batch, layer or none")
+        if self.family == "mlp" and self.head == "gap":
+            raise ValueError("the gap head needs feature maps; use head: flatten with an mlp")
+        return self
+
+
+class InitSpec(_Frozen):
+    """How the meta-parameters start.
+
+    ``gain`` scales every scheme: kaiming and normal draw with standard deviation
+    ``gain * sqrt(2 / fan_in)`` and ``gain / sqrt(fan_in)``; xavier and orthogonal take it as
+    their gain. ``zero_head`` starts the output layer at zero, so every class starts equal.
+    """
+
+    scheme: Literal["kaiming", "xavier", "orthogonal", "normal"] = "kaiming"
+    gain: float = 1.0
+    zero_head: bool = False
+
+    @field_validator("gain")
+    @classmethod
+    def _positive_gain(cls, gain: float) -> float:
+        if not gain > 0:
+            raise ValueError("must be > 0")
+        return gain
+
+
+class InnerLoopSpec(_Frozen):
+    """Adaptation to one task: ``steps`` gradient steps on the support set.
+
+    ``granularity`` of the inner learning rate: one ``scalar``; one per parameter tensor
+    (``per_layer``); one per parameter tensor and step (``per_layer_per_step``, MAML++); or one per
+    parameter entry (``per_parameter``, Meta-SGD). ``learned`` rates are meta-learned with the
+    initialization; fixed ones stay at ``lr``.
+    """
+
+    steps: int = 1
+    lr: float = 0.4
+    granularity: Literal["scalar", "per_layer", "per_layer_per_step", "per_parameter"] = "scalar"
+    learned: bool = False
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_range(cls, steps: int) -> int:
+        if not 0 <= steps <= 100:
+            raise ValueError("must be between 0 and 100")
+        return steps
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, lr: float) -> float:
+        if not lr > 0:
+            raise ValueError("must be > 0")
+        return lr
+
+
+class OuterLoopSpec(_Frozen):
+    """Meta-training: the meta-algorithm and its optimizer.
+
+    MAML++ options: the multi-step loss anneals towards the last step over the first
+    ``msl_fraction`` of iterations, and the meta-gradient is first order for the first
+    ``first_order_fraction`` of iterations (derivative-order annealing).
+    """
+
+    algorithm: Algorithm = "maml"
+    meta_lr: float = 1e-3
+    meta_batch_size: int = 8
+    iterations: int = 1000
+    optimizer: Literal["adam", "sgd"] = "adam"
+    msl_fraction: float = 0.1
+    first_order_fraction: float = 0.25
+
+    @field_validator("meta_lr")
+    @classmethod
+    def _positive_meta_lr(cls, meta_lr: float) -> float:
+        if not meta_lr > 0:
+            raise ValueError("must be > 0")
+        return meta_lr
+
+    @field_validator("meta_batch_size", "iterations")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be >= 1")
+        return value
+
+    @field_validator("msl_fraction", "first_order_fraction")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError("must be between 0 and 1")
+        return value
+
+
+class LearnerSpec(_Frozen):
+    """A whole candidate learner: what the search samples, the evaluator scores and export saves."""
+
+    architecture: ArchitectureSpec = ArchitectureSpec()
+    init: InitSpec = InitSpec()
+    inner: InnerLoopSpec = InnerLoopSpec()
+    outer: OuterLoopSpec = OuterLoopSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LearnerSpec:
+        algorithm, inner = self.outer.algorithm, self.inner
+        if algorithm in ("metasgd", "mamlpp") and not inner.learned:
+            raise ValueError(f"{algorithm} meta-learns its inner learning rates: set inner.learned")
+        if algorithm == "mamlpp" and inner.granularity != "per_layer_per_step":
+            raise ValueError("mamlpp uses per_layer_per_step inner learning rates")
+        if algorithm == "reptile" and inner.learned:
+            raise ValueError("reptile cannot meta-learn inner learning rates: set learned false")
+        if algorithm == "protonet" and inner.steps != 0:
+            raise ValueError("protonet has no inner loop: set inner.steps to 0")
+        if algorithm != "protonet" and inner.steps == 0:
+            raise ValueError(f"{algorithm} adapts by gradient steps: set inner.steps >= 1")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LearnerSpec:
+        """Builds a spec from plain data, raising :class:`SpecError` that names each bad field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise SpecError(format_validation_error(error, "learner spec")) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data that :meth:`from_dict` turns back into an equal spec."""
+        return self.model_dump(mode="json")
+
+
+def format_validation_error(error: ValidationError, what: str) -> str:
+    """One short line per problem, naming the field path and what is allowed."""
+    lines = []
+    for problem in error.errors():
+        path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"{path}: {message}")
+    return f"invalid {what}: " + "; ".join(lines)

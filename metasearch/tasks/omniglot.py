@@ -1,0 +1,113 @@
+"""Omniglot (Lake et al., Science 2015): 1623 handwritten characters, 20 drawings each.
+
+The data root holds ``omniglot/omniglot-py/images_background`` and ``.../images_evaluation`` in
+the layout that ``torchvision.datasets.Omniglot`` unpacks to. metasearch reads that layout
+directly and uses torchvision only to download it (``download=True``).
+
+Splits (``split="vinyals"``, the default): all 1623 characters, sorted by alphabet and
+character, are shuffled with ``split_seed``; 1100 go to meta-training, 100 to meta-validation
+and the remaining 423 to meta-test, the meta-test size of Vinyals et al. (2016). With
+``split="lake"``, the 964 background characters are split 864 / 100 for training and validation,
+and the 659 evaluation characters form the test split. Images are 28x28, strokes bright on a dark
+background; ``rotations`` adds each character at 90, 180 and 270 degrees as new classes of the
+same split.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from metasearch.errors import DataError
+from metasearch.tasks.classification import ClassificationSource
+from metasearch.tasks.images import load_classes
+
+SUBSETS = ("images_background", "images_evaluation")
+MISSING_HELP = (
+    "Omniglot was not found: expected {folder}/images_background and images_evaluation. "
+    "Pass data_root (CLI: --data-root) or set METASEARCH_DATA to the folder that holds "
+    "omniglot/omniglot-py/, or pass download=True to fetch it with torchvision."
+)
+
+
+def data_root(root: str | os.PathLike[str] | None) -> Path:
+    """The data root: ``root`` if given, else ``$METASEARCH_DATA``, else ``./data``."""
+    return Path(root if root is not None else os.environ.get("METASEARCH_DATA", "data"))
+
+
+def omniglot(
+    root: str | os.PathLike[str] | None = None,
+    ways: int = 5,
+    shots: int = 1,
+    query_shots: int = 15,
+    image_size: int = 28,
+    rotations: bool = True,
+    split: Literal["vinyals", "lake"] = "vinyals",
+    split_seed: int = 0,
+    download: bool = False,
+    device: torch.device | str = "cpu",
+) -> ClassificationSource:
+    """An Omniglot task source with class-disjoint splits, its images resident on ``device``."""
+    base = data_root(root)
+    folder = base / "omniglot" / "omniglot-py"
+    if download and not all((folder / s).is_dir() for s in SUBSETS):
+        from torchvision.datasets import Omniglot
+
+        for background in (True, False):
+            Omniglot(str(base / "omniglot"), background=background, download=True)
+    if not all((folder / s).is_dir() for s in SUBSETS):
+        raise DataError(MISSING_HELP.format(folder=folder))
+
+    characters = [
+        (subset, alphabet.name, character)
+        for subset in SUBSETS
+        for alphabet in sorted((folder / subset).iterdir())
+        if alphabet.is_dir()
+        for character in sorted(alphabet.iterdir())
+        if character.is_dir()
+    ]
+    data = load_classes(
+        [c[-1] for c in characters],
+        [f"{alphabet}/{character.name}" for _, alphabet, character in characters],
+        size=(image_size, image_size),
+        mode="L",
+        invert=True,
+    )
+    n_background = sum(subset == SUBSETS[0] for subset, _, _ in characters)
+    splits = _splits(len(characters), n_background, split, split_seed)
+    return ClassificationSource(
+        data.images.to(device),
+        data.class_offsets.to(device),
+        data.class_counts.to(device),
+        splits,
+        ways=ways,
+        shots=shots,
+        query_shots=query_shots,
+        rotations=rotations,
+        name="omniglot",
+        details={"split": split, "split_seed": split_seed, "image_size": image_size, "invert": True},
+    )
+
+
+def _splits(n: int, n_background: int, scheme: str, seed: int) -> dict[str, list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    if scheme == "vinyals":
+        order = torch.randperm(n, generator=generator).tolist()
+        n_train, n_val = round(n * 1100 / 1623), round(n * 100 / 1623)
+        return {
+            "train": sorted(order[:n_train]),
+            "val": sorted(order[n_train : n_train + n_val]),
+            "test": sorted(order[n_train + n_val :]),
+        }
+    if scheme == "lake":
+        order = torch.randperm(n_background, generator=generator).tolist()
+        n_val = min(100, n_background // 10)
+        return {
+            "train": sorted(order[n_val:]),
+            "val": sorted(order[:n_val]),
+            "test": list(range(n_background, n)),
+        }
+    raise ValueError(f"unknown Omniglot split {scheme!r}; choose vinyals or lake")
