@@ -31,7 +31,9 @@ class MetaAlgorithm:
 
     name = "base"
 
-    def adapt(self, learner: Learner, params: Params, x: Tensor, y: Tensor, first_order: bool) -> Any:
+    def adapt(
+        self, learner: Learner, params: Params, x: Tensor, y: Tensor, first_order: bool
+    ) -> Any:
         """The task-specific state learned from one support set ``(x, y)``."""
         raise NotImplementedError
 
@@ -43,11 +45,13 @@ class MetaAlgorithm:
         """Whether the meta-gradient ignores second derivatives at ``progress`` in [0, 1]."""
         return False
 
-    def task_objective(
+    def task_losses(
         self, learner: Learner, params: Params, state: Any, x: Tensor, y: Tensor, progress: float
-    ) -> Tensor:
-        """What the outer loop minimizes for one task: by default the final query loss."""
-        return learner.loss(self.predict(learner, params, state, x), y)
+    ) -> tuple[Tensor, Tensor]:
+        """For one task: what the outer loop minimizes, and the final query loss. By default
+        both are the query loss after adaptation."""
+        loss = learner.loss(self.predict(learner, params, state, x), y)
+        return loss, loss
 
     def meta_gradients(self, learner: Learner, batch: TaskBatch, progress: float) -> MetaGradients:
         """Gradient of the mean task objective with respect to every meta-learned tensor."""
@@ -56,16 +60,14 @@ class MetaAlgorithm:
 
         def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
             state = self.adapt(learner, params, sx, sy, first_order)
-            objective = self.task_objective(learner, params, state, qx, qy, progress)
-            query_loss = learner.loss(self.predict(learner, params, state, qx), qy)
-            return objective, query_loss
+            return self.task_losses(learner, params, state, qx, qy, progress)
 
         objectives, query_losses = vmap(one_task)(*batch)
         grads = torch.autograd.grad(objectives.mean(), learner.meta_tensors(), allow_unused=True)
         return MetaGradients(list(grads), query_losses.detach())
 
     def predict_tasks(self, learner: Learner, batch: TaskBatch) -> Tensor:
-        """Query outputs ``[T, Q, ...]`` after adapting to each task's support set; no meta-graph."""
+        """Query outputs ``[T, Q, ...]`` after adapting to each support set, without meta-graph."""
         params = {n: p.detach() for n, p in learner.params.items()}
 
         def one_task(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:

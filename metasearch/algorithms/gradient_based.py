@@ -67,7 +67,7 @@ class MAMLPlusPlus(GradientBased):
     def first_order(self, learner: Learner, progress: float) -> bool:
         return progress < learner.spec.outer.first_order_fraction
 
-    def task_objective(
+    def task_losses(
         self,
         learner: Learner,
         params: Params,
@@ -75,10 +75,11 @@ class MAMLPlusPlus(GradientBased):
         x: Tensor,
         y: Tensor,
         progress: float,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
         weights = step_weights(len(state), progress, learner.spec.outer.msl_fraction)
         losses = [learner.loss(learner.forward(fast, x), y) for fast in state]
-        return sum(w * loss for w, loss in zip(weights, losses, strict=True))  # type: ignore[return-value]
+        objective = sum(w * loss for w, loss in zip(weights, losses, strict=True))
+        return objective, losses[-1]  # type: ignore[return-value]
 
 
 def step_weights(steps: int, progress: float, anneal_fraction: float) -> list[float]:

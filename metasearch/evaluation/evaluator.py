@@ -30,16 +30,17 @@ class _Diverged(Exception):
 def evaluate(
     spec: LearnerSpec,
     source: TaskSource,
-    budget: Budget = Budget(),
+    budget: Budget | None = None,
     *,
     report: Report | None = None,
 ) -> EvaluationResult:
     """Meta-trains ``spec`` on ``source``'s training tasks and scores it on held-out tasks.
 
-    Runs on the source's device. Never raises for a candidate that diverges or runs out of
-    memory: the result then has status ``failed`` and a reason. Raises :class:`SpecError` where
-    the spec cannot work with the source at all.
+    ``budget`` defaults to ``Budget()``. Runs on the source's device. Never raises for a
+    candidate that diverges or runs out of memory: the result then has status ``failed`` and a
+    reason. Raises :class:`SpecError` where the spec cannot work with the source at all.
     """
+    budget = budget or Budget()
     check_compatible(spec, source)
     learner = build_learner(
         spec, source.input_shape, source.n_outputs, source.kind, budget.seed, source.device
@@ -130,17 +131,23 @@ class _MetaTraining:
             train_loss = step.task_losses.mean()  # stays on the device until a check reads it
             if first_loss is None:
                 first_loss = max(train_loss.item(), 1e-3)
-            last = iteration == self.iterations or (deadline is not None and time.perf_counter() > deadline)
+            last = iteration == self.iterations or (
+                deadline is not None and time.perf_counter() > deadline
+            )
             if iteration % budget.check_every == 0 or last:
                 value = train_loss.item()
                 if not math.isfinite(value) or value > budget.divergence_factor * first_loss:
-                    raise _Diverged(f"diverged: training query loss {value:.4g} at iteration {iteration}")
+                    raise _Diverged(
+                        f"diverged: training query loss {value:.4g} at iteration {iteration}"
+                    )
             if last:
                 return False
             if budget.eval_every and iteration % budget.eval_every == 0:
                 validation = score(self.algorithm, self.learner, self.tasks).loss
                 if not math.isfinite(validation):
-                    raise _Diverged(f"diverged: validation loss {validation} at iteration {iteration}")
+                    raise _Diverged(
+                        f"diverged: validation loss {validation} at iteration {iteration}"
+                    )
                 log.info("iteration %d: validation query loss %.4f", iteration, validation)
                 self.curve.append((iteration, validation))
                 if report is not None and report(iteration, validation):

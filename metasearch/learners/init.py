@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from metasearch.learners.networks import BatchStatNorm
 from metasearch.spec import InitSpec
 
 
@@ -19,10 +20,9 @@ def initialize(network: nn.Module, head: nn.Linear, spec: InitSpec) -> None:
             _init_weight(module.weight, spec)
             if module.bias is not None:
                 module.bias.zero_()
-        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
-            if module.weight is not None:
-                module.weight.fill_(1.0)
-                module.bias.zero_()
+        elif isinstance(module, (BatchStatNorm, nn.GroupNorm, nn.LayerNorm)):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
     if spec.zero_head:
         head.weight.zero_()
         head.bias.zero_()

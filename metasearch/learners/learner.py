@@ -77,7 +77,9 @@ class Learner:
                 kind, key = name.split(".", 1)
                 target = self.params[key] if kind == "param" else self.inner_lrs.values[key]
                 if target.shape != value.shape:
-                    raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+                    raise ValueError(
+                        f"{name} has shape {tuple(value.shape)}, expected {tuple(target.shape)}"
+                    )
                 target.copy_(value)
 
 

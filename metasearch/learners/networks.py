@@ -23,6 +23,30 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+class BatchStatNorm(nn.Module):
+    """Batch normalization by the current batch's statistics, with an affine transform.
+
+    Written with elementary operations rather than ``F.batch_norm``: under ``vmap`` of a
+    second-order ``torch.func.grad``, the fused kernel's batching rule returns wrong
+    meta-gradients (checked against a per-task loop in the tests), while these are exact.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = [0, *range(2, x.dim())]
+        mean = x.mean(dims, keepdim=True)
+        var = (x - mean).pow(2).mean(dims, keepdim=True)
+        shape = (1, -1, *[1] * (x.dim() - 2))
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(
+            shape
+        )
+
+
 class Network(nn.Module):
     """``head(body(x))``; ``features(x)`` is the body's output, flattened."""
 
@@ -37,9 +61,7 @@ class Network(nn.Module):
         return self.head(self.features(x))
 
 
-def build_network(
-    spec: ArchitectureSpec, input_shape: tuple[int, ...], n_outputs: int
-) -> Network:
+def build_network(spec: ArchitectureSpec, input_shape: tuple[int, ...], n_outputs: int) -> Network:
     """The network for inputs of ``input_shape`` (without batch) and ``n_outputs`` outputs."""
     if spec.family == "conv":
         if len(input_shape) != 3:
@@ -56,7 +78,9 @@ def _conv_body(spec: ArchitectureSpec, in_channels: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     stride = 2 if spec.pooling == "strided" else 1
     for width in spec.widths:
-        layers.append(nn.Conv2d(in_channels, width, spec.kernel_size, stride, spec.kernel_size // 2))
+        layers.append(
+            nn.Conv2d(in_channels, width, spec.kernel_size, stride, spec.kernel_size // 2)
+        )
         if spec.normalization != "none":
             layers.append(_norm2d(spec.normalization, width))
         layers.append(ACTIVATIONS[spec.activation]())
@@ -71,7 +95,7 @@ def _conv_body(spec: ArchitectureSpec, in_channels: int) -> nn.Sequential:
 
 def _norm2d(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
-        return nn.BatchNorm2d(channels, track_running_stats=False)
+        return BatchStatNorm(channels)
     if kind == "layer":
         return nn.GroupNorm(1, channels)
     return nn.GroupNorm(channels, channels)  # instance normalization with affine parameters
@@ -82,7 +106,7 @@ def _mlp_body(spec: ArchitectureSpec, in_features: int) -> nn.Sequential:
     for width in spec.widths:
         layers.append(nn.Linear(in_features, width))
         if spec.normalization == "batch":
-            layers.append(nn.BatchNorm1d(width, track_running_stats=False))
+            layers.append(BatchStatNorm(width))
         elif spec.normalization == "layer":
             layers.append(nn.LayerNorm(width))
         layers.append(ACTIVATIONS[spec.activation]())
