@@ -64,8 +64,13 @@ class ClassificationSource(TaskSource):
     def _check_splits(self) -> None:
         seen: set[int] = set()
         needed = self.shots + self.query_shots
+        n_classes = self.class_counts.numel()
         for split, classes in self.split_classes.items():
             members = set(classes.tolist())
+            if len(members) < classes.numel() or not all(0 <= c < n_classes for c in members):
+                raise ValueError(
+                    f"split {split!r} must list distinct class indices in [0, {n_classes})"
+                )
             if members & seen:
                 raise ValueError(f"split {split!r} shares classes with another split")
             seen |= members
@@ -173,7 +178,7 @@ def split_classes(
         raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
     order = torch.randperm(n_classes, generator=torch.Generator().manual_seed(seed)).tolist()
     n_train = round(fractions[0] * n_classes)
-    n_val = round(fractions[1] * n_classes)
+    n_val = min(round(fractions[1] * n_classes), n_classes - n_train)
     return {
         "train": sorted(order[:n_train]),
         "val": sorted(order[n_train : n_train + n_val]),

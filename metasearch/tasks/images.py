@@ -2,7 +2,8 @@
 
 Decoding tens of thousands of PNG files takes a while, so the decoded array is cached as a
 ``.npy`` file (no pickle) under ``METASEARCH_CACHE`` (default ``~/.cache/metasearch``) and
-reused as long as the folder's file list and the image settings are unchanged.
+reused as long as the folder's files (names, sizes, modification times) and the image settings
+are unchanged.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def _cache_key(files: list[list[Path]], size: tuple[int, int], mode: str, invert
     for group in files:
         for f in group:
             digest.update(str(f.resolve()).encode())
-            digest.update(str(f.stat().st_size).encode())
+            stat = f.stat()  # size and mtime: an edited image of the same size shows by its mtime
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:20]
 
 

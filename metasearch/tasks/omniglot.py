@@ -104,7 +104,7 @@ def _splits(n: int, n_background: int, scheme: str, seed: int) -> dict[str, list
         }
     if scheme == "lake":
         order = torch.randperm(n_background, generator=generator).tolist()
-        n_val = min(100, n_background // 10)
+        n_val = round(n_background * 100 / 964)
         return {
             "train": sorted(order[n_val:]),
             "val": sorted(order[:n_val]),

@@ -53,7 +53,9 @@ class SinusoidSource(TaskSource):
         x = uniform(generator, (n_tasks, points, 1), *self.x_range)
         y = amplitude * torch.sin(x - phase)
         x, y = x.to(self._device), y.to(self._device)
-        return TaskBatch(x[:, : self.shots], y[:, : self.shots], x[:, self.shots :], y[:, self.shots :])
+        return TaskBatch(
+            x[:, : self.shots], y[:, : self.shots], x[:, self.shots :], y[:, self.shots :]
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
