@@ -13,3 +13,7 @@ class SpecError(MetasearchError, ValueError):
 
 class DataError(MetasearchError):
     """A data set is missing, unreadable or too small for the requested tasks."""
+
+
+class ArtifactError(MetasearchError):
+    """An exported learner is missing, corrupt, modified or from another format version."""

@@ -45,10 +45,16 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def load_image(path: Path, size: tuple[int, int], mode: str, invert: bool) -> np.ndarray:
-    """One image as ``uint8 [channels, height, width]``, resized with Lanczos filtering."""
+    """One image file as ``uint8 [channels, height, width]`` (see :func:`image_pixels`)."""
     with Image.open(path) as image:
-        image = image.convert(mode).resize((size[1], size[0]), Image.Resampling.LANCZOS)
-        array = np.asarray(image, dtype=np.uint8)
+        return image_pixels(image, size, mode, invert)
+
+
+def image_pixels(image: Image.Image, size: tuple[int, int], mode: str, invert: bool) -> np.ndarray:
+    """``uint8 [channels, height, width]``: converted to ``mode``, resized to ``size`` (height,
+    width) with Lanczos filtering, and inverted if asked."""
+    image = image.convert(mode).resize((size[1], size[0]), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.uint8)
     if invert:
         array = 255 - array
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

@@ -1,0 +1,192 @@
+"""The files of an exported learner: ``learner.json`` beside ``weights.safetensors``.
+
+``learner.json`` holds the format name and version, the provenance, the SHA-256 of the weights
+file and the name and shape of every tensor, next to what the caller puts in it. Both files are
+written under temporary names and moved into place, the metadata last (an earlier metadata file
+is removed first), so a crash never leaves a directory that looks complete. Tensors are stored
+with safetensors: raw arrays, never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load as tensors_from_bytes
+from safetensors.torch import save as tensors_to_bytes
+from torch import Tensor
+
+from metasearch.errors import ArtifactError
+from metasearch.spec import format_validation_error
+
+FORMAT = "metasearch-learner"
+FORMAT_VERSION = 1
+METADATA_FILE = "learner.json"
+WEIGHTS_FILE = "weights.safetensors"
+EXPORT_AGAIN = "export the learner again"
+
+
+class _Weights(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tensors: dict[str, tuple[NonNegativeInt, ...]]
+
+
+class _Envelope(BaseModel):
+    """What every format-1 ``learner.json`` holds besides the caller's content."""
+
+    model_config = ConfigDict(extra="allow")
+
+    provenance: dict[str, Any]
+    weights: _Weights
+
+
+def write_artifact(
+    out_dir: Path, content: dict[str, Any], tensors: dict[str, Tensor], provenance: dict[str, Any]
+) -> None:
+    """Writes ``tensors`` and a ``learner.json`` of ``content`` plus format, version,
+    provenance (versions and creation time, then ``provenance``) and the weights' checksum."""
+    arrays = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    weights = tensors_to_bytes(arrays)
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **content,
+        "provenance": _provenance(provenance),
+        "weights": {
+            "sha256": hashlib.sha256(weights).hexdigest(),
+            "tensors": {name: list(t.shape) for name, t in arrays.items()},
+        },
+    }
+    metadata = (json.dumps(document, indent=2) + "\n").encode()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METADATA_FILE).unlink(missing_ok=True)  # incomplete until the new one lands
+    _write_atomically(out_dir / WEIGHTS_FILE, weights)
+    _write_atomically(out_dir / METADATA_FILE, metadata)
+
+
+def read_artifact(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The metadata and the CPU tensors of the artifact in ``directory``, checked against each
+    other; raises :class:`ArtifactError` saying what is wrong and what to do."""
+    metadata = _read_metadata(directory)
+    try:
+        envelope = _Envelope.model_validate(metadata)
+    except ValidationError as error:
+        message = format_validation_error(error, f"{directory / METADATA_FILE}")
+        raise ArtifactError(f"{message}; {EXPORT_AGAIN}") from None
+    return metadata, _read_weights(directory, envelope.weights)
+
+
+def _metasearch_version() -> str:
+    # Imported here: the package may import this module while ``metasearch`` is initializing.
+    from metasearch import __version__
+
+    return __version__
+
+
+def _provenance(extra: dict[str, Any]) -> dict[str, Any]:
+    recorded = {
+        "metasearch_version": _metasearch_version(),
+        "torch_version": str(torch.__version__),
+        "python_version": platform.python_version(),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    clash = sorted(recorded.keys() & extra.keys())
+    if clash:
+        raise ValueError(f"provenance keys {clash} are recorded by the export itself; drop them")
+    return recorded | extra
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def _read_metadata(directory: Path) -> dict[str, Any]:
+    if not directory.is_dir():
+        raise ArtifactError(
+            f"no exported learner at {directory}: pass the directory that export_learner wrote"
+        )
+    path = directory / METADATA_FILE
+    if not path.is_file():
+        raise ArtifactError(
+            f"{directory} holds no {METADATA_FILE}: it is not an exported learner or its export "
+            f"did not finish; {EXPORT_AGAIN}"
+        )
+    try:
+        metadata = json.loads(path.read_bytes())
+    except ValueError as error:  # invalid JSON or invalid UTF-8
+        raise ArtifactError(f"{path} is not valid JSON ({error}); {EXPORT_AGAIN}") from None
+    found = metadata.get("format") if isinstance(metadata, dict) else None
+    if found != FORMAT:
+        raise ArtifactError(
+            f"{path} is not an exported metasearch learner (format {found!r}, expected "
+            f"{FORMAT!r}); pass the directory that export_learner wrote"
+        )
+    version = metadata.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        provenance = metadata.get("provenance")
+        writer = provenance.get("metasearch_version") if isinstance(provenance, dict) else None
+        raise ArtifactError(
+            f"{path} has format version {version!r}, exported by an incompatible metasearch "
+            f"version {writer or 'unknown'}; re-export it with this version (metasearch "
+            f"{_metasearch_version()} reads format version {FORMAT_VERSION})"
+        )
+    return metadata
+
+
+def _read_weights(directory: Path, expected: _Weights) -> dict[str, Tensor]:
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing; {EXPORT_AGAIN}")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected.sha256:
+        raise ArtifactError(
+            f"{path} does not match its checksum in {METADATA_FILE}: the file is corrupt or was "
+            f"modified; {EXPORT_AGAIN}"
+        )
+    try:
+        tensors = tensors_from_bytes(data)
+    except SafetensorError as error:
+        raise ArtifactError(
+            f"{path} cannot be read as safetensors ({error}); {EXPORT_AGAIN}"
+        ) from None
+    problem = shape_mismatch(expected.tensors, {n: tuple(t.shape) for n, t in tensors.items()})
+    if problem:
+        raise ArtifactError(
+            f"{path} differs from the tensors {METADATA_FILE} lists: {problem}; {EXPORT_AGAIN}"
+        )
+    return tensors
+
+
+def shape_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> str:
+    """How ``found`` tensor shapes differ from ``expected`` ones; empty where they agree."""
+    missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    if missing or extra:
+        return ", ".join(
+            f"{what} tensors {names}"
+            for what, names in (("missing", missing), ("unexpected", extra))
+            if names
+        )
+    wrong = [n for n, shape in expected.items() if tuple(found[n]) != tuple(shape)]
+    shown = [f"{n} has shape {list(found[n])}, expected {list(expected[n])}" for n in wrong[:2]]
+    more = f" and {len(wrong) - 2} more" if len(wrong) > 2 else ""
+    return "; ".join(shown) + more

@@ -1,0 +1,137 @@
+"""A loaded learner, ready to adapt to a new task, and the learner it adapts into."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metasearch.algorithms import MetaAlgorithm, get_algorithm
+from metasearch.errors import DataError
+from metasearch.evaluation import Scores, held_out_tasks, score
+from metasearch.evaluation.scoring import DEFAULT_EVAL_SEED
+from metasearch.export.transforms import Transform
+from metasearch.learners import Learner, Params
+from metasearch.spec import LearnerSpec
+from metasearch.tasks import Split, TaskSource
+
+
+class AdaptedLearner:
+    """A learner adapted to one task's support set; call it on that task's query inputs.
+
+    With batch normalization a query batch is normalized by its own statistics, as in
+    meta-training and scoring, so pass a task's queries together rather than one at a time.
+    """
+
+    def __init__(
+        self,
+        learner: Learner,
+        algorithm: MetaAlgorithm,
+        params: Params,
+        state: Any,
+        input_shape: tuple[int, ...],
+    ) -> None:
+        self.learner, self._algorithm, self._params, self._state = learner, algorithm, params, state
+        self._input_shape = input_shape
+
+    def __call__(self, query_x: Tensor) -> Tensor:
+        """Outputs for ``query_x [Q, *input_shape]``: logits ``[Q, ways]`` or values ``[Q, 1]``."""
+        x = _inputs(query_x, self._input_shape, self._params, "query_x")
+        with torch.no_grad():
+            return self._algorithm.predict(self.learner, self._params, self._state, x)
+
+    def predict(self, query_x: Tensor) -> Tensor:
+        """Class indices ``[Q]`` for classification; the values ``[Q, 1]`` for regression."""
+        outputs = self(query_x)
+        return outputs.argmax(-1) if self.learner.task_kind == "classification" else outputs
+
+
+class ExportedLearner:
+    """A learner read back by :func:`~metasearch.export.load_learner`.
+
+    ``metadata`` is the whole ``learner.json``; ``transform`` turns one raw input (a PIL image,
+    or numbers for regression) into a tensor of ``input_shape``.
+    """
+
+    def __init__(
+        self,
+        learner: Learner,
+        metadata: dict[str, Any],
+        input_shape: tuple[int, ...],
+        transform: Transform,
+    ) -> None:
+        self.learner, self.metadata, self.transform = learner, metadata, transform
+        self.input_shape = input_shape
+        self._algorithm = get_algorithm(learner.spec.outer.algorithm)
+
+    @property
+    def spec(self) -> LearnerSpec:
+        return self.learner.spec
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> AdaptedLearner:
+        """Adapts to one task: ``support_x [S, *input_shape]`` with class labels ``[S]`` in
+        ``0..ways-1``, or regression targets ``[S, 1]``. Raises ``ValueError`` on bad input."""
+        params = {n: p.detach() for n, p in self.learner.params.items()}
+        x = _inputs(support_x, self.input_shape, params, "support_x")
+        if len(x) == 0:
+            raise ValueError("support_x holds no examples; pass at least one per class")
+        y = self._targets(support_y, len(x)).to(x.device)
+        with torch.no_grad():  # torch.func.grad inside adapt ignores the outer no_grad
+            state = self._algorithm.adapt(self.learner, params, x, y, True)
+        return AdaptedLearner(self.learner, self._algorithm, params, state, self.input_shape)
+
+    def score(
+        self,
+        source: TaskSource,
+        split: Split = "test",
+        n_tasks: int = 100,
+        seed: int = DEFAULT_EVAL_SEED,
+    ) -> Scores:
+        """Scores on ``n_tasks`` seeded tasks of ``source``, as the evaluator does; raises
+        :class:`DataError` where the source's tasks do not fit this learner."""
+        exported = (self.learner.task_kind, self.input_shape, self.learner.n_outputs)
+        given = (source.kind, tuple(source.input_shape), source.n_outputs)
+        if given != exported:
+            raise DataError(
+                "the task source does not fit this learner: it gives {} tasks with inputs {} and "
+                "{} outputs, the learner was exported for {} tasks with inputs {} and {} outputs; "
+                "build the source with the learner's settings".format(*given, *exported)
+            )
+        device = next(iter(self.learner.params.values())).device
+        tasks = held_out_tasks(source, split, n_tasks, seed).to(device)
+        return score(self._algorithm, self.learner, tasks)
+
+    def _targets(self, support_y: Tensor, n: int) -> Tensor:
+        y = torch.as_tensor(support_y)
+        if self.learner.task_kind == "regression":
+            if y.shape != (n, self.learner.n_outputs):
+                raise ValueError(
+                    f"support_y must be regression targets [{n}, 1], got {list(y.shape)}"
+                )
+            return y.float()
+        ways = self.learner.n_outputs
+        if y.shape != (n,) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(
+                f"support_y must be {n} integer class labels [S], got {y.dtype} {list(y.shape)}"
+            )
+        labels = set(y.tolist())
+        if not labels <= set(range(ways)):
+            raise ValueError(
+                f"support_y labels must be 0..{ways - 1} for this {ways}-way learner, got "
+                f"{sorted(labels)}; number the task's classes from 0"
+            )
+        if self.spec.outer.algorithm == "protonet" and len(labels) < ways:
+            missing = sorted(set(range(ways)) - labels)
+            raise ValueError(f"protonet needs a support example of every class; missing {missing}")
+        return y.long()
+
+
+def _inputs(x: Tensor, input_shape: tuple[int, ...], params: Params, name: str) -> Tensor:
+    x = torch.as_tensor(x)
+    if x.dim() != len(input_shape) + 1 or tuple(x.shape[1:]) != input_shape:
+        raise ValueError(
+            f"{name} must be a batch [N, {', '.join(map(str, input_shape))}], got {list(x.shape)}"
+        )
+    like = next(iter(params.values()))
+    return x.to(device=like.device, dtype=like.dtype)
