@@ -1,0 +1,76 @@
+"""Reading a study's trials back: a table of every trial, and the best ones."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+RESULT_COLUMNS = (
+    "query_loss_ci95",
+    "accuracy",
+    "accuracy_ci95",
+    "n_parameters",
+    "meta_train_seconds",
+    "adaptation_seconds",
+    "iterations",
+)
+_STATE_RANK = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The study's objectives as recorded at creation (``value_0``, ... for foreign studies)."""
+    return study.user_attrs.get("objectives") or [
+        f"value_{i}" for i in range(len(study.directions))
+    ]
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial, best first: ``number``, ``state``, the objective values, the scores
+    and costs of its evaluation, ``pareto`` (multi-objective studies), ``failure`` and the spec's
+    fields by dotted name. Complete trials come first, then pruned, then failed ones."""
+    names = objective_names(study)
+    multi = len(names) > 1
+    front = {t.number for t in study.best_trials} if multi else set()
+    rows = [_row(trial, names, multi and trial.number in front) for trial in study.trials]
+    base = ["number", "state", *names, *(c for c in RESULT_COLUMNS if c not in names)]
+    frame = pd.DataFrame(rows, columns=None if rows else base)
+    if frame.empty:
+        return frame
+    minimize = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
+    order = frame.assign(
+        _state=[_STATE_RANK.get(TrialState[s], 3) for s in frame["state"]],
+        _front=~frame["pareto"] if multi else False,
+        _value=frame[names[0]] if minimize else -frame[names[0]],
+    ).sort_values(["_state", "_front", "_value", "number"], na_position="last")
+    return frame.loc[order.index].reset_index(drop=True)
+
+
+def best_trials(study: optuna.Study, k: int | None = None) -> list[FrozenTrial]:
+    """Single objective: the ``k`` best complete trials (all where ``k`` is None). Several
+    objectives: the Pareto front, by the first objective (at most ``k``)."""
+    if len(study.directions) > 1:
+        trials = sorted(study.best_trials, key=lambda t: t.values[0])
+    else:
+        sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        trials = sorted(complete, key=lambda t: sign * t.value)
+    return trials if k is None else trials[:k]
+
+
+def _row(trial: FrozenTrial, names: list[str], on_front: bool) -> dict[str, Any]:
+    result = trial.user_attrs.get("result", {})
+    values = trial.values or [math.nan] * len(names)
+    row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
+    row |= dict(zip(names, values))
+    row |= {c: result.get(c) for c in RESULT_COLUMNS if c not in names}
+    if len(names) > 1:
+        row["pareto"] = on_front
+    row["failure"] = trial.user_attrs.get("failure")
+    for section, fields in trial.user_attrs.get("spec", {}).items():
+        for name, value in fields.items():
+            row[f"{section}.{name}"] = tuple(value) if isinstance(value, list) else value
+    return row

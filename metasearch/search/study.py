@@ -1,0 +1,339 @@
+"""Study files: one YAML file says what to search, on which tasks, how, and for how long.
+
+::
+
+    name: sinusoid                    # the study's name in its storage
+    task: {source: sinusoid, shots: 10, query_points: 10}
+    space: ../search_spaces/mlp.yaml  # relative to this file, or an inline mapping
+    sampler: {name: tpe, options: {n_startup_trials: 10}}
+    pruner: {name: hyperband}
+    objectives: [query_loss]          # then any of accuracy, n_parameters, adaptation_seconds
+    budget: {iterations: 300, eval_every: 50, eval_tasks: 100}
+    trials: 40
+    timeout: null                     # seconds
+    seed: 0
+    storage: null                     # default: sqlite beside this file, <stem>.db
+    device: auto                      # auto, cpu, cuda or cuda:N
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import optuna
+import torch
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from metasearch.errors import SpecError
+from metasearch.evaluation import Budget
+from metasearch.search.files import parse_yaml, read_bytes
+from metasearch.search.space import SearchSpace, load_space, parse_space
+from metasearch.spec import format_validation_error
+from metasearch.tasks import SinusoidSource, TaskSource, image_folder, omniglot
+from metasearch.tasks.omniglot import data_root as resolve_data_root
+
+Objective = Literal["query_loss", "accuracy", "n_parameters", "adaptation_seconds"]
+DIRECTIONS: dict[str, str] = {
+    "query_loss": "minimize",
+    "accuracy": "maximize",
+    "n_parameters": "minimize",
+    "adaptation_seconds": "minimize",
+}
+SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "random": optuna.samplers.RandomSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "gp": optuna.samplers.GPSampler,
+}
+PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "median": optuna.pruners.MedianPruner,
+    "none": optuna.pruners.NopPruner,
+}
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SinusoidTask(_Model):
+    source: Literal["sinusoid"]
+    shots: int = Field(10, ge=1)
+    query_points: int = Field(10, ge=1)
+
+
+class OmniglotTask(_Model):
+    source: Literal["omniglot"]
+    ways: int = Field(5, ge=2)
+    shots: int = Field(1, ge=1)
+    query_shots: int = Field(15, ge=1)
+    image_size: int = Field(28, ge=8)
+    rotations: bool = True
+    split: Literal["vinyals", "lake"] = "vinyals"
+
+
+class ImageFolderTask(_Model):
+    source: Literal["image_folder"]
+    root: str
+    ways: int = Field(5, ge=2)
+    shots: int = Field(1, ge=1)
+    query_shots: int = Field(15, ge=1)
+    image_size: int = Field(28, ge=8)
+    mode: Literal["L", "RGB"] = "RGB"
+
+
+Task = Annotated[SinusoidTask | OmniglotTask | ImageFolderTask, Field(discriminator="source")]
+_TASK: TypeAdapter[Task] = TypeAdapter(Task)
+
+
+class BudgetConfig(_Model):
+    """What each candidate may spend (see :class:`metasearch.Budget`)."""
+
+    iterations: int | None = Field(None, ge=1)
+    eval_every: int | None = Field(None, ge=1)
+    eval_tasks: int = Field(100, ge=2)
+    time_limit: float | None = Field(None, gt=0)
+
+    def to_budget(self, seed: int) -> Budget:
+        return Budget(
+            iterations=self.iterations,
+            eval_every=self.eval_every,
+            eval_tasks=self.eval_tasks,
+            time_limit=self.time_limit,
+            seed=seed,
+        )
+
+
+class SamplerConfig(_Model):
+    name: Literal["tpe", "cmaes", "random", "nsga2", "gp"]
+    seed: int | None = None
+    options: dict[str, Any] = {}
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" in info.data:
+            _check_options(SAMPLERS[info.data["name"]], options, {"seed"})
+        return options
+
+
+class PrunerConfig(_Model):
+    name: Literal["hyperband", "median", "none"] = "none"
+    options: dict[str, Any] = {}
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" in info.data:
+            _check_options(PRUNERS[info.data["name"]], options, set())
+        return options
+
+
+class StudyConfig(_Model):
+    """A validated study file. Fields are checked in this order, so later ones see earlier ones.
+
+    ``sampler`` defaults to TPE, or to NSGA-II with several objectives.
+    """
+
+    name: str = Field(min_length=1)
+    task: Task
+    space: SearchSpace
+    objectives: tuple[Objective, ...] = ("query_loss",)
+    budget: BudgetConfig = BudgetConfig()
+    sampler: SamplerConfig | None = Field(None, validate_default=True)
+    pruner: PrunerConfig = PrunerConfig()
+    trials: int = Field(50, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    seed: int = 0
+    storage: str | None = None
+    device: str = "auto"
+
+    _path: Path | None = PrivateAttr(None)
+    _sha256: str | None = PrivateAttr(None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base_dir: str | Path | None = None) -> StudyConfig:
+        """Checks plain data as a study; a ``space`` path is read relative to ``base_dir``."""
+        return _validate(data, base_dir, "study")
+
+    @property
+    def path(self) -> Path | None:
+        """The study file this came from, if any."""
+        return self._path
+
+    @property
+    def file_sha256(self) -> str | None:
+        """SHA-256 of the study file's bytes, if it came from a file."""
+        return self._sha256
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _read_space(cls, space: Any, info: ValidationInfo) -> Any:
+        if isinstance(space, (str, Path)):
+            base = Path((info.context or {}).get("base_dir") or ".")
+            return load_space(base / space)
+        if isinstance(space, dict):
+            return parse_space(space)
+        return space
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, objectives: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if not objectives or objectives[0] != "query_loss":
+            raise ValueError("the first objective must be query_loss")
+        if len(set(objectives)) < len(objectives):
+            raise ValueError("an objective is listed twice")
+        task = info.data.get("task")
+        if "accuracy" in objectives and isinstance(task, SinusoidTask):
+            raise ValueError("accuracy needs a classification task; sinusoid is regression")
+        return objectives
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, sampler: SamplerConfig | None, info: ValidationInfo) -> SamplerConfig:
+        several = len(info.data.get("objectives", ())) > 1
+        if sampler is None:  # the default
+            return SamplerConfig(name="nsga2" if several else "tpe")
+        if sampler.name == "cmaes" and several:
+            raise ValueError("cmaes cannot optimize several objectives; use nsga2, tpe or gp")
+        return sampler
+
+    @field_validator("pruner")
+    @classmethod
+    def _pruner(cls, pruner: PrunerConfig, info: ValidationInfo) -> PrunerConfig:
+        if pruner.name == "none":
+            return pruner
+        if len(info.data.get("objectives", ())) > 1:
+            raise ValueError(
+                "Optuna cannot prune multi-objective studies; use pruner: {name: none} "
+                "or a single objective"
+            )
+        budget = info.data.get("budget")
+        if budget is not None and budget.eval_every is None:
+            raise ValueError(
+                f"the {pruner.name} pruner needs intermediate scores: set budget.eval_every"
+            )
+        return pruner
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not _DEVICE.fullmatch(device):
+            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+        return device
+
+
+def load_study_file(path: str | Path) -> StudyConfig:
+    """Reads and checks a study file. Its storage defaults to ``<stem>.db`` beside it (SQLite)."""
+    path = Path(path).resolve()
+    content = read_bytes(path, "study file")
+    data = parse_yaml(content, f"study file {path}")
+    if data.get("storage") is None:
+        data["storage"] = f"sqlite:///{path.with_suffix('.db')}"
+    config = _validate(data, path.parent, f"study file {path}")
+    config._path = path
+    config._sha256 = hashlib.sha256(content).hexdigest()
+    return config
+
+
+def build_source(
+    config: StudyConfig,
+    data_root: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> TaskSource:
+    """The study's task source on ``device`` (default: the study's ``device``)."""
+    return source_from_task(
+        config.task, data_root, resolve_device(str(device) if device else config.device)
+    )
+
+
+def source_from_task(
+    task: Task | dict[str, Any],
+    data_root: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> TaskSource:
+    """The task source a study's ``task`` describes (a model or its plain data). Image data come
+    from ``data_root``, else ``$METASEARCH_DATA``, else ``./data``; a relative image-folder root
+    is read under it."""
+    if isinstance(task, dict):
+        try:
+            task = _TASK.validate_python(task)
+        except ValidationError as error:
+            raise SpecError(format_validation_error(error, "task")) from None
+    if isinstance(task, SinusoidTask):
+        return SinusoidSource(task.shots, task.query_points, device=device)
+    if isinstance(task, OmniglotTask):
+        return omniglot(
+            data_root,
+            ways=task.ways,
+            shots=task.shots,
+            query_shots=task.query_shots,
+            image_size=task.image_size,
+            rotations=task.rotations,
+            split=task.split,
+            device=device,
+        )
+    return image_folder(
+        resolve_data_root(data_root) / task.root,  # an absolute root replaces the data root
+        ways=task.ways,
+        shots=task.shots,
+        query_shots=task.query_shots,
+        image_size=task.image_size,
+        mode=task.mode,
+        device=device,
+    )
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` where CUDA is available, else ``cpu``; checks that CUDA exists."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SpecError(f"device {device} asks for CUDA, which is not available; use auto or cpu")
+    return device
+
+
+def redact(storage: str) -> str:
+    """A storage URL with its password hidden, for messages and records."""
+    try:
+        return make_url(storage).render_as_string(hide_password=True)
+    except ArgumentError:
+        return storage
+
+
+def _validate(data: dict[str, Any], base_dir: str | Path | None, what: str) -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as error:
+        raise SpecError(format_validation_error(error, what)) from None
+
+
+def _check_options(factory: type, options: dict[str, Any], reserved: set[str]) -> None:
+    allowed = set(inspect.signature(factory).parameters) - reserved
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown option {', '.join(unknown)} for {factory.__name__}; "
+            f"allowed: {', '.join(sorted(allowed)) or 'none'}"
+        )

@@ -1,0 +1,200 @@
+"""Running studies: resuming, pruning, failures, several objectives, and refusing changes."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from metasearch import SpecError
+from metasearch.search import (
+    StudyConfig,
+    best_trials,
+    load_study_file,
+    open_study,
+    run_study,
+    trials_frame,
+)
+from metasearch.search.runner import MAX_FAILURES_IN_A_ROW
+from metasearch.search.weights import load_trial_weights
+
+# Tiny candidates: one hidden layer of 16 units, first-order or head-only, 20 iterations.
+SPACE: dict[str, Any] = {
+    "name": "tiny",
+    "fixed": {
+        "architecture.family": "mlp",
+        "architecture.widths": [16],
+        "architecture.normalization": "none",
+        "init.scheme": "xavier",
+        "inner.steps": 1,
+        "outer.meta_batch_size": 4,
+    },
+    "dimensions": {
+        "outer.algorithm": {"type": "categorical", "choices": ["fomaml", "anil"]},
+        "inner.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
+        "outer.meta_lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    },
+}
+STUDY: dict[str, Any] = {
+    "name": "tiny",
+    "task": {"source": "sinusoid", "shots": 5, "query_points": 5},
+    "space": SPACE,
+    "sampler": {"name": "random"},
+    "budget": {"iterations": 20, "eval_tasks": 10},
+    "trials": 3,
+    "device": "cpu",
+}
+
+
+def study_file(tmp_path: Path, **fields: Any) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(copy.deepcopy(STUDY) | fields, sort_keys=False))
+    return path
+
+
+def states(study: optuna.Study) -> list[TrialState]:
+    return [t.state for t in study.trials]
+
+
+def test_runs_in_sqlite_beside_the_file_and_a_rerun_tops_up(tmp_path: Path) -> None:
+    path = study_file(tmp_path)
+    first = run_study(load_study_file(path), n_trials=2)
+    assert states(first) == [TrialState.COMPLETE] * 2
+    assert (tmp_path / "tiny.db").is_file()
+    assert first.user_attrs["search_space"]["name"] == "tiny"
+    assert first.user_attrs["study_file_sha256"] == load_study_file(path).file_sha256
+
+    again = run_study(load_study_file(path))  # trials: 3 in all, so one more
+    assert states(again) == [TrialState.COMPLETE] * 3
+    assert len(run_study(load_study_file(path)).trials) == 3  # done: nothing to add
+
+    trial = again.trials[0]
+    assert trial.user_attrs["spec"]["outer"]["algorithm"] == trial.params["outer.algorithm"]
+    assert trial.user_attrs["result"]["status"] == "complete"
+    weights = load_trial_weights(tmp_path / "tiny.weights" / "tiny", trial)
+    assert weights is not None and "param.head.weight" in weights
+
+
+def test_results_table_and_best_trials(tmp_path: Path) -> None:
+    study = run_study(load_study_file(study_file(tmp_path, trials=4)))
+    frame = trials_frame(study)
+    assert len(frame) == 4 and list(frame["query_loss"]) == sorted(frame["query_loss"])
+    assert {"number", "state", "query_loss_ci95", "n_parameters", "meta_train_seconds"} <= set(
+        frame.columns
+    )
+    assert frame.loc[0, "architecture.widths"] == (16,)
+    assert frame.loc[0, "outer.algorithm"] in ("fomaml", "anil")
+    best = best_trials(study, 2)
+    assert [t.number for t in best] == list(frame["number"][:2])
+
+
+def test_a_changed_space_is_refused_but_other_edits_resume(tmp_path: Path) -> None:
+    run_study(load_study_file(study_file(tmp_path)), n_trials=1)
+    renamed = copy.deepcopy(SPACE) | {"description": "same space, new words"}
+    open_study(load_study_file(study_file(tmp_path, space=renamed, trials=10)))
+
+    wider = copy.deepcopy(SPACE)
+    wider["dimensions"]["inner.lr"]["high"] = 0.5
+    with pytest.raises(SpecError, match="different search space dimensions.inner.lr"):
+        open_study(load_study_file(study_file(tmp_path, space=wider)))
+    with pytest.raises(SpecError, match="different budget"):
+        open_study(load_study_file(study_file(tmp_path, budget={"iterations": 40})))
+
+
+def test_a_pruner_stops_weak_candidates() -> None:
+    space = copy.deepcopy(SPACE)
+    space["dimensions"] = {  # learning against barely learning: the median tells them apart
+        "outer.meta_lr": {"type": "categorical", "choices": [1e-2, 1e-7]},
+        "inner.lr": {"type": "categorical", "choices": [0.05, 1e-6]},
+    }
+    config = StudyConfig.from_dict(
+        STUDY
+        | {
+            "space": space,
+            "sampler": {"name": "random", "seed": 1},
+            "pruner": {"name": "median", "options": {"n_startup_trials": 2}},
+            "budget": {"iterations": 20, "eval_every": 5, "eval_tasks": 10},
+            "trials": 8,
+        }
+    )
+    study = run_study(config)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and len(study.trials) == 8
+    assert all(t.user_attrs["result"]["status"] == "pruned" for t in pruned)
+    assert all(t.intermediate_values for t in study.trials)
+
+
+def test_a_failing_candidate_is_recorded_and_the_study_goes_on() -> None:
+    space = copy.deepcopy(SPACE)
+    space["fixed"]["inner.steps"] = 5
+    space["dimensions"]["inner.lr"] = {"type": "categorical", "choices": [50.0, 0.01]}
+    config = StudyConfig.from_dict(STUDY | {"space": space, "trials": 2})
+    storage = optuna.storages.InMemoryStorage()
+    open_study(config, storage).enqueue_trial({"inner.lr": 50.0, "outer.algorithm": "fomaml"})
+    study = run_study(config, storage=storage)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) >= 1 and failed[0].number == 0
+    assert "diverged" in failed[0].user_attrs["failure"]
+    assert math.isnan(failed[0].user_attrs["result"]["query_loss"])
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
+
+
+def test_an_invalid_spec_fails_its_trial_only() -> None:
+    space = copy.deepcopy(SPACE)  # metasgd needs inner.learned, which this space never sets
+    space["dimensions"]["outer.algorithm"]["choices"] = ["fomaml", "metasgd"]
+    config = StudyConfig.from_dict(STUDY | {"space": space, "trials": 2})
+    storage = optuna.storages.InMemoryStorage()
+    open_study(config, storage).enqueue_trial({"outer.algorithm": "metasgd"})
+    study = run_study(config, storage=storage)
+    assert study.trials[0].state == TrialState.FAIL
+    assert "SpecError" in study.trials[0].user_attrs["failure"]
+    assert "set inner.learned" in study.trials[0].user_attrs["failure"]
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+def test_a_run_of_failures_stops_the_study() -> None:
+    space = copy.deepcopy(SPACE)
+    space["fixed"]["outer.algorithm"] = "metasgd"  # invalid without inner.learned
+    del space["dimensions"]["outer.algorithm"]
+    study = run_study(StudyConfig.from_dict(STUDY | {"space": space, "trials": 50}))
+    assert states(study) == [TrialState.FAIL] * MAX_FAILURES_IN_A_ROW
+
+
+def test_several_objectives_give_a_pareto_front() -> None:
+    space = copy.deepcopy(SPACE)
+    del space["fixed"]["architecture.widths"]
+    space["fixed"]["architecture.depth"] = 1
+    space["dimensions"]["architecture.widths"] = {"type": "int", "low": 2, "high": 64, "log": True}
+    config = StudyConfig.from_dict(
+        STUDY
+        | {
+            "space": space,
+            "objectives": ["query_loss", "n_parameters"],
+            "sampler": {"name": "nsga2", "seed": 0, "options": {"population_size": 4}},
+            "trials": 6,
+        }
+    )
+    study = run_study(config)
+    front = best_trials(study)
+    assert front and {t.number for t in front} == {t.number for t in study.best_trials}
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        for best in front:  # nothing beats a front member in both objectives
+            assert not (trial.values[0] < best.values[0] and trial.values[1] < best.values[1])
+    frame = trials_frame(study)
+    assert list(frame.columns[2:4]) == ["query_loss", "n_parameters"]
+    assert set(frame.loc[frame["pareto"], "number"]) == {t.number for t in front}
+    assert frame["pareto"].iloc[: len(front)].all()
+
+
+def test_a_space_the_task_cannot_take_is_refused_before_any_trial() -> None:
+    space = copy.deepcopy(SPACE)
+    space["dimensions"]["outer.algorithm"]["choices"] = ["fomaml", "protonet"]
+    config = StudyConfig.from_dict(STUDY | {"space": space})
+    with pytest.raises(SpecError, match="protonet needs classification tasks"):
+        run_study(config)
