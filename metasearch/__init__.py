@@ -3,10 +3,16 @@
 The evaluator in one line::
 
     result = metasearch.evaluate(spec, source, metasearch.Budget(iterations=500))
+
+An exported learner, adapted to a new task::
+
+    learner = metasearch.load_learner("learner/")
+    predict = learner.adapt(support_x, support_y)
 """
 
-from metasearch.errors import DataError, MetasearchError, SpecError
+from metasearch.errors import ArtifactError, DataError, MetasearchError, SpecError
 from metasearch.evaluation import Budget, EvaluationResult, evaluate
+from metasearch.export import AdaptedLearner, ExportedLearner, export_learner, load_learner
 from metasearch.spec import (
     ArchitectureSpec,
     InitSpec,
@@ -19,10 +25,13 @@ from metasearch.tasks import SinusoidSource, TaskBatch, TaskSource, image_folder
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptedLearner",
     "ArchitectureSpec",
+    "ArtifactError",
     "Budget",
     "DataError",
     "EvaluationResult",
+    "ExportedLearner",
     "InitSpec",
     "InnerLoopSpec",
     "LearnerSpec",
@@ -33,6 +42,8 @@ __all__ = [
     "TaskBatch",
     "TaskSource",
     "evaluate",
+    "export_learner",
     "image_folder",
+    "load_learner",
     "omniglot",
 ]

@@ -74,6 +74,16 @@ def test_sinusoid_support_and_query_share_one_function_in_range() -> None:
     assert torch.cat([batch.support_y, batch.query_y], dim=1).abs().max() <= 5
 
 
+def test_sinusoid_splits_draw_different_functions_from_one_seed() -> None:
+    source = SinusoidSource()
+    val, again = source.sample("val", 50, seeded(3)), source.sample("val", 50, seeded(3))
+    test = source.sample("test", 50, seeded(3))
+    assert torch.equal(val.support_y, again.support_y)
+    val_amplitude, _, _ = sinusoid_fit(val)
+    test_amplitude, _, _ = sinusoid_fit(test)
+    assert (val_amplitude - test_amplitude).abs().min() > 1e-4
+
+
 # Classification on synthetic images that say where they came from
 
 

@@ -69,6 +69,16 @@ class ExportedLearner:
     def spec(self) -> LearnerSpec:
         return self.learner.spec
 
+    def __repr__(self) -> str:
+        kind = self.learner.task_kind
+        task = f"{self.learner.n_outputs}-way {kind}" if kind == "classification" else kind
+        test = self.metadata.get("scores", {}).get("test") or {}
+        scored = f", meta-test loss {test['loss']:.4g}" if test.get("loss") is not None else ""
+        return (
+            f"ExportedLearner({self.spec.outer.algorithm}, {self.spec.architecture.family}, "
+            f"{task}, inputs {list(self.input_shape)}{scored})"
+        )
+
     def adapt(self, support_x: Tensor, support_y: Tensor) -> AdaptedLearner:
         """Adapts to one task: ``support_x [S, *input_shape]`` with class labels ``[S]`` in
         ``0..ways-1``, or regression targets ``[S, 1]``. Raises ``ValueError`` on bad input."""

@@ -44,19 +44,22 @@ def export_learner(
     out_dir: str | os.PathLike[str],
     *,
     input_shape: tuple[int, ...],
-    source_description: dict[str, Any],
-    input_transform: dict[str, Any],
-    scores: dict[str, Any],
+    source_description: dict[str, Any] | None = None,
+    input_transform: dict[str, Any] | None = None,
+    scores: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
     """Writes ``learner`` to ``out_dir`` as ``learner.json`` and ``weights.safetensors``,
     replacing an earlier export there, and returns the directory.
 
     ``input_shape``, ``source_description`` and ``input_transform`` come from the task source
-    (``source.input_shape``, ``describe()``, ``input_transform()``); ``scores`` and
-    ``provenance`` (a study name, a trial number) are stored as given, all as JSON.
+    (``source.input_shape``, ``describe()``, ``input_transform()``; without a transform, inputs
+    pass as given); ``scores`` and ``provenance`` (a study name, a trial number) are stored as
+    given, all as JSON.
     """
     input_shape = tuple(input_shape)
+    source_description, scores = source_description or {}, scores or {}
+    input_transform = input_transform or {}
     make_transform(input_transform, input_shape)  # fail now rather than when loading
     tensors = learner.state_tensors()
     problem = shape_mismatch(

@@ -47,7 +47,15 @@ def parse_yaml(text: bytes | str, origin: str) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as error:
-        raise SpecError(f"{origin} is not valid YAML: {error}") from None
+        raise SpecError(f"{origin} is not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{origin} must hold a mapping of fields (name: ..., ...)")
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: what is wrong, and where."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"

@@ -75,12 +75,14 @@ def run_study(
     data_root: str | Path | None = None,
     callbacks: Iterable[Callback] = (),
     device: str | None = None,
+    source: TaskSource | None = None,
 ) -> optuna.Study:
     """Runs the study until it holds ``n_trials`` (default ``config.trials``) finished (complete
     or pruned) trials in all, or ``timeout`` seconds (default ``config.timeout``) have passed.
 
     Running it again after an interruption tops it up to the total instead of starting over.
-    The task source is built once (see :func:`build_source`). With a storage URL, the
+    The task source is built once (see :func:`build_source`) unless ``source`` is given. With a
+    storage URL, the
     meta-learned weights of complete trials are kept (:mod:`metasearch.search.weights`).
     ``callbacks`` are Optuna study callbacks, called after each trial.
     """
@@ -89,7 +91,7 @@ def run_study(
     target = config.trials if n_trials is None else n_trials
     if len(study.get_trials(deepcopy=False, states=FINISHED)) >= target:
         return study
-    source = build_source(config, data_root, device)
+    source = source if source is not None else build_source(config, data_root, device)
     _check_fits(config, source)
     weights = weights_dir(storage, config.name) if isinstance(storage, str) else None
     study.optimize(
@@ -125,6 +127,9 @@ class _Objective:
 
     def _evaluate(self, trial: optuna.Trial) -> list[float]:
         spec = suggest(trial, self.space)
+        if self.budget.iterations is not None:  # the spec records what was really trained
+            outer = spec.outer.model_copy(update={"iterations": self.budget.iterations})
+            spec = spec.model_copy(update={"outer": outer})
         trial.set_user_attr("spec", spec.to_dict())
         report = None if self.multi_objective else _reporter(trial)
         result = evaluate(spec, self.source, self.budget, report=report)
@@ -179,7 +184,8 @@ def _backend(storage: Storage) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.RDBStorage(storage)
     except Exception as error:  # SQLAlchemy's errors for bad URLs and unreachable databases
-        raise SpecError(f"cannot open the study storage {redact(storage)}: {error}") from None
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise SpecError(f"cannot open the study storage {redact(storage)}: {reason}") from None
 
 
 def _n_trials(storage: optuna.storages.BaseStorage, name: str) -> int | None:

@@ -3,7 +3,8 @@
 Each task is ``y = A sin(x - phase)`` with amplitude ``A`` in [0.1, 5], phase in [0, pi] and
 inputs in [-5, 5]; the support set holds ``shots`` points and the query set ``query_points``
 further points of the same function. Functions are continuous, so the splits differ only in the
-random stream that draws them.
+random stream that draws them: each split draws from its own stream, derived from the caller's
+generator, so that validation and test tasks are never the same functions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 import torch
 
 from metasearch.tasks.base import Split, TaskBatch, TaskSource, check_split, uniform
+
+_SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 
 
 class SinusoidSource(TaskSource):
@@ -47,6 +50,7 @@ class SinusoidSource(TaskSource):
 
     def sample(self, split: Split, n_tasks: int, generator: torch.Generator) -> TaskBatch:
         check_split(split)
+        generator = _split_stream(generator, split)
         points = self.shots + self.query_points
         amplitude = uniform(generator, (n_tasks, 1, 1), *self.amplitude)
         phase = uniform(generator, (n_tasks, 1, 1), *self.phase)
@@ -66,3 +70,10 @@ class SinusoidSource(TaskSource):
             "phase": list(self.phase),
             "x_range": list(self.x_range),
         }
+
+
+def _split_stream(generator: torch.Generator, split: Split) -> torch.Generator:
+    """A generator for ``split`` seeded from one draw of ``generator``, on the same device."""
+    draw = torch.randint(0, 2**40, (1,), generator=generator, device=generator.device).item()
+    stream = torch.Generator(device=generator.device)
+    return stream.manual_seed(int(draw) * 3 + _SPLIT_STREAMS[split])

@@ -1,0 +1,181 @@
+"""The ``metasearch`` command: launch studies, inspect them, export and use learners."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from enum import Enum
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from metasearch.errors import MetasearchError
+
+app = typer.Typer(
+    help="Search for the best few-shot learner, inspect what was found, export it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+StudyFile = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
+LearnerDir = Annotated[
+    Path, typer.Argument(help="An exported learner's folder.", show_default=False)
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(help="Storage URL; overrides the study file and $METASEARCH_STORAGE."),
+]
+DataRootOption = Annotated[
+    Path | None, typer.Option(help="Folder holding the data sets (default $METASEARCH_DATA).")
+]
+DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def friendly_errors(command: F) -> F:
+    """Turns metasearch's own errors into one red line and exit status 2, without traceback."""
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MetasearchError as error:
+            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: finished trials are kept; run again to resume")
+            raise typer.Exit(130) from None
+
+    return run  # type: ignore[return-value]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+@app.command()
+@friendly_errors
+def search(
+    study_file: StudyFile,
+    n_trials: Annotated[int | None, typer.Option(help="Finished trials to reach in all.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    storage: StorageOption = None,
+    data_root: DataRootOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Run (or resume) a study until it has its number of trials."""
+    from metasearch.commands.search import run_search
+
+    run_search(study_file, n_trials, timeout, storage, data_root, device, console)
+
+
+@app.command()
+@friendly_errors
+def show(
+    study_file: StudyFile,
+    top: Annotated[int, typer.Option(help="How many trials to show.")] = 10,
+    format: Annotated[OutputFormat, typer.Option(help="table, csv or json.")] = OutputFormat.table,
+    storage: StorageOption = None,
+) -> None:
+    """The best trials (or the Pareto front) with their configurations and scores."""
+    from metasearch.commands.inspect import show_best
+
+    show_best(study_file, top, format.value, storage)
+
+
+@app.command()
+@friendly_errors
+def report(
+    study_file: StudyFile,
+    out: Annotated[Path, typer.Option(help="Folder for index.html and its plots.")],
+    storage: StorageOption = None,
+) -> None:
+    """Write a static HTML report with plots of the study."""
+    from metasearch.commands.inspect import write_study_report
+
+    path = write_study_report(study_file, out, storage)
+    console.print(f"report written to [bold]{path}[/]")
+
+
+@app.command()
+@friendly_errors
+def export(
+    study_file: StudyFile,
+    out: Annotated[Path, typer.Option(help="Folder to write the learner to.")],
+    trial: Annotated[str, typer.Option(help="'best' or a trial number.")] = "best",
+    storage: StorageOption = None,
+    data_root: DataRootOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Export a trial's learner, scored on meta-test tasks the search never saw."""
+    from metasearch.commands.exporting import export_trial
+
+    export_trial(study_file, trial, out, storage, data_root, device, console)
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    learner_dir: LearnerDir,
+    ways: Annotated[
+        int | None, typer.Option(help="Classes per task (default: as trained).")
+    ] = None,
+    shots: Annotated[int | None, typer.Option(help="Support examples per class.")] = None,
+    episodes: Annotated[int, typer.Option(help="Meta-test tasks to average over.")] = 600,
+    data_root: DataRootOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Score an exported learner on meta-test tasks of its task source."""
+    from metasearch.commands.learners import evaluate_learner
+
+    evaluate_learner(learner_dir, ways, shots, episodes, data_root, device)
+
+
+@app.command()
+@friendly_errors
+def adapt(
+    learner_dir: LearnerDir,
+    support: Annotated[Path, typer.Option(help="Labelled images: SUPPORT/<class>/<image>.")],
+    query: Annotated[Path, typer.Option(help="Images to label: QUERY/<image> or QUERY/<class>/.")],
+    device: DeviceOption = None,
+) -> None:
+    """Adapt an exported learner to a new task from image folders and label the query images."""
+    from metasearch.commands.learners import adapt_to_folders
+
+    adapt_to_folders(learner_dir, support, query, device)
+
+
+@app.command()
+@friendly_errors
+def dashboard(
+    study_file: StudyFile,
+    storage: StorageOption = None,
+    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+) -> None:
+    """Open optuna-dashboard on the study's storage."""
+    from metasearch.commands.inspect import serve_dashboard
+
+    serve_dashboard(study_file, storage, host, port, console)

@@ -1,0 +1,1 @@
+"""What each ``metasearch`` command does, kept apart from argument parsing."""

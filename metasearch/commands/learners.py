@@ -1,0 +1,92 @@
+"""``metasearch evaluate`` and ``adapt``: using an exported learner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from metasearch.errors import DataError, MetasearchError
+from metasearch.export import load_learner
+from metasearch.search.study import resolve_device, source_from_task
+from metasearch.tasks.images import image_files
+
+
+def evaluate_learner(
+    learner_dir: Path,
+    ways: int | None,
+    shots: int | None,
+    episodes: int,
+    data_root: Path | None,
+    device: str | None,
+) -> None:
+    """Scores the learner on ``episodes`` meta-test tasks of the source it was trained on."""
+    target = resolve_device(device or "auto")
+    exported = load_learner(learner_dir, target)
+    task = dict(exported.metadata["source"].get("task") or {})
+    if not task:
+        raise MetasearchError(f"{learner_dir} does not record its task source; cannot sample tasks")
+    if ways is not None and ways != exported.learner.n_outputs:
+        raise MetasearchError(
+            f"this learner was meta-trained for {exported.learner.n_outputs}-way tasks; "
+            f"--ways {ways} needs a learner searched for {ways}-way tasks"
+        )
+    if shots is not None:
+        task["shots"] = shots
+    source = source_from_task(task, data_root, target)
+    scores = exported.score(source, split="test", n_tasks=episodes)
+    line = (
+        f"{scores.n_tasks} meta-test tasks: query loss {scores.loss:.4g} ± {scores.loss_ci95:.2g}"
+    )
+    if scores.accuracy is not None:
+        line += f", accuracy {scores.accuracy:.2%} ± {scores.accuracy_ci95:.2%}"
+    Console().print(line)
+
+
+def adapt_to_folders(learner_dir: Path, support: Path, query: Path, device: str | None) -> None:
+    """Adapts to SUPPORT/<class>/<image> and labels every image under QUERY."""
+    exported = load_learner(learner_dir, resolve_device(device or "auto"))
+    if exported.learner.task_kind != "classification":
+        raise MetasearchError("adapt from image folders needs a classification learner")
+    classes = sorted(p for p in support.iterdir() if p.is_dir()) if support.is_dir() else []
+    ways = exported.learner.n_outputs
+    if len(classes) != ways:
+        raise DataError(
+            f"{support} must hold one folder per class, SUPPORT/<class>/<image>, and this "
+            f"learner takes {ways}-way tasks; found {len(classes)} class folders"
+        )
+    support_x, support_y = [], []
+    for label, folder in enumerate(classes):
+        for path in image_files(folder):
+            support_x.append(_load(exported, path))
+            support_y.append(label)
+    query_paths = _query_images(query)
+    adapted = exported.adapt(torch.stack(support_x), torch.tensor(support_y))
+    predictions = adapted.predict(torch.stack([_load(exported, p) for p in query_paths]))
+    table = Table("query image", "predicted class", header_style="bold")
+    correct = 0
+    for path, label in zip(query_paths, predictions.tolist()):
+        name = classes[label].name
+        table.add_row(str(path.relative_to(query)), name)
+        correct += path.parent.name == name
+    Console().print(table)
+    if all(p.parent != query for p in query_paths):
+        Console().print(f"accuracy by the query folders' names: {correct / len(query_paths):.2%}")
+
+
+def _query_images(query: Path) -> list[Path]:
+    if not query.is_dir():
+        raise DataError(f"query folder {query} does not exist")
+    folders = [query, *sorted(d for d in query.iterdir() if d.is_dir())]
+    paths = [path for folder in folders for path in image_files(folder)]
+    if not paths:
+        raise DataError(f"no images under {query}")
+    return paths
+
+
+def _load(exported, path: Path) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    with Image.open(path) as image:
+        return exported.transform(image)
