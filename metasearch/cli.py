@@ -72,23 +72,52 @@ def main(
     )
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    # metasearch reports trials itself; Optuna's own lines (with tracebacks of failed
+    # candidates) only with --verbose.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
+
+
+NTrialsOption = Annotated[
+    int | None, typer.Option(help="Finished trials to reach in all (default: the study file's).")
+]
+TimeoutOption = Annotated[float | None, typer.Option(help="Stop after this many seconds.")]
 
 
 @app.command()
 @friendly_errors
 def search(
     study_file: StudyFile,
-    n_trials: Annotated[int | None, typer.Option(help="Finished trials to reach in all.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    n_trials: NTrialsOption = None,
+    timeout: TimeoutOption = None,
+    storage: StorageOption = None,
+    data_root: DataRootOption = None,
+    device: DeviceOption = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes on this machine (one GPU each).")
+    ] = 1,
+) -> None:
+    """Run (or resume) a study until it has its number of trials."""
+    from metasearch.commands.search import RunOptions, run_search
+
+    options = RunOptions(n_trials, timeout, storage, data_root, device)
+    raise typer.Exit(run_search(study_file, options, workers, console))
+
+
+@app.command()
+@friendly_errors
+def worker(
+    study_file: StudyFile,
+    n_trials: NTrialsOption = None,
+    timeout: TimeoutOption = None,
     storage: StorageOption = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
 ) -> None:
-    """Run (or resume) a study until it has its number of trials."""
-    from metasearch.commands.search import run_search
+    """Join a study as one more worker (start one per GPU, on any number of machines)."""
+    from metasearch.commands.search import RunOptions, run_worker
 
-    run_search(study_file, n_trials, timeout, storage, data_root, device, console)
+    options = RunOptions(n_trials, timeout, storage, data_root, device)
+    raise typer.Exit(run_worker(study_file, options, console))
 
 
 @app.command()

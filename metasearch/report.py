@@ -23,6 +23,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
+from metasearch.darts.plot import plot_architecture_weights  # noqa: E402
 from metasearch.search.results import best_trials, objective_names, trials_frame  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ def write_report(study: optuna.Study, out_dir: str | Path, title: str) -> Path:
             ),
         )
     sections = [_plot_section(out, key, heading, draw) for key, heading, draw in plots]
+    sections += [  # studies with strategy darts: the architecture weights of each search
+        f'<h2>Architecture weights, {html.escape(path.stem)}</h2><img src="{path.name}" alt="">'
+        for path in plot_architecture_weights(study, out)
+    ]
     frame = trials_frame(study).head(20)
     counts = {
         s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState

@@ -8,34 +8,97 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from metasearch.errors import SpecError
 
 Algorithm = Literal["maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "protonet"]
 ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
+Operation = Literal[
+    "none",
+    "skip_connect",
+    "conv_3x3",
+    "conv_5x5",
+    "sep_conv_3x3",
+    "dil_conv_3x3",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+]
+PRIMITIVES: tuple[str, ...] = Operation.__args__  # type: ignore[attr-defined]
+"""The candidate operations of a cell edge; ``none`` (the zero operation) only in the search."""
+CellKind = Literal["normal", "reduce"]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ArchitectureSpec(_Frozen):
-    """The network. ``conv``: blocks of conv -> norm -> activation -> pool; ``mlp``: dense layers.
+class Genotype(_Frozen):
+    """A discrete cell architecture, as differentiable architecture search derives it.
 
-    ``widths`` gives one entry per block (conv channels or hidden units), so depth is its length.
-    ``kernel_size`` and ``pooling`` apply to the convolutional family only. ``head`` is
-    ``flatten`` (flatten the last feature map, then a linear layer) or ``gap`` (global average
-    pooling, then a linear layer).
+    ``normal`` and ``reduce`` list each intermediate node of the normal and the reduction cell as
+    its incoming edges ``(operation, input)``: input 0 and 1 are the cell's two inputs (the
+    outputs of the two previous cells), input ``k + 2`` is the cell's node ``k``. A cell outputs
+    its nodes concatenated along channels. ``layout`` gives the kind of each cell in order;
+    a reduction cell halves the feature map and doubles the channels.
     """
 
-    family: Literal["conv", "mlp"] = "conv"
+    normal: tuple[tuple[tuple[Operation, int], ...], ...]
+    reduce: tuple[tuple[tuple[Operation, int], ...], ...]
+    layout: tuple[CellKind, ...]
+
+    @field_validator("normal", "reduce")
+    @classmethod
+    def _valid_nodes(
+        cls, nodes: tuple[tuple[tuple[str, int], ...], ...]
+    ) -> tuple[tuple[tuple[str, int], ...], ...]:
+        if not nodes:
+            raise ValueError("a cell needs at least one node")
+        for k, edges in enumerate(nodes):
+            inputs = [j for _, j in edges]
+            if not edges or len(set(inputs)) < len(inputs):
+                raise ValueError(f"node {k} needs at least one edge, each from another input")
+            if any(not 0 <= j < k + 2 for j in inputs):
+                raise ValueError(f"node {k} may only read inputs 0 to {k + 1}")
+            if any(op == "none" for op, _ in edges):
+                raise ValueError("the zero operation 'none' has no place in a derived cell")
+        return nodes
+
+    @field_validator("layout")
+    @classmethod
+    def _some_cells(cls, layout: tuple[str, ...]) -> tuple[str, ...]:
+        if not layout:
+            raise ValueError("needs at least one cell")
+        return layout
+
+
+class ArchitectureSpec(_Frozen):
+    """The network. ``conv``: blocks of conv -> norm -> activation -> pool; ``mlp``: dense layers;
+    ``cells``: a stem conv, then the cells of ``genotype`` (:mod:`metasearch.darts`).
+
+    ``widths`` gives one entry per block (conv channels or hidden units), so depth is its length;
+    for ``cells`` it is one entry, the channels of the stem and the first cells. ``kernel_size``
+    and ``pooling`` apply to the convolutional family only; ``cells`` use ReLU and batch
+    normalization. ``head`` is ``flatten`` (flatten the last feature map, then a linear layer) or
+    ``gap`` (global average pooling, then a linear layer).
+    """
+
+    family: Literal["conv", "mlp", "cells"] = "conv"
     widths: tuple[int, ...] = (64, 64, 64, 64)
     kernel_size: Literal[1, 3, 5, 7] = 3
     normalization: Literal["batch", "layer", "instance", "none"] = "batch"
     activation: Literal["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"] = "relu"
     pooling: Literal["max", "avg", "strided", "none"] = "max"
     head: Literal["flatten", "gap"] = "flatten"
+    genotype: Genotype | None = None
 
     @field_validator("widths")
     @classmethod
@@ -50,7 +113,21 @@ class ArchitectureSpec(_Frozen):
             raise ValueError("instance normalization needs feature maps; use batch, layer or none")
         if self.family == "mlp" and self.head == "gap":
             raise ValueError("the gap head needs feature maps; use head: flatten with an mlp")
+        if (self.family == "cells") != (self.genotype is not None):
+            raise ValueError("the cells family needs a genotype, and only it takes one")
+        if self.family == "cells" and (len(self.widths) != 1 or self.widths[0] % 2):
+            raise ValueError("the cells family takes one even width: the stem's channels")
+        if self.family == "cells" and (self.normalization, self.activation) != ("batch", "relu"):
+            raise ValueError("the cells family uses batch normalization and relu")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_genotype(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leaves ``genotype`` out where there is none, so other families serialize as before."""
+        data = handler(self)
+        if self.genotype is None:
+            data.pop("genotype", None)
+        return data
 
 
 class InitSpec(_Frozen):

@@ -134,15 +134,15 @@ def test_search_show_report_export_then_adapt_beats_unadapted(tmp_path: Path) ->
 
     # The same task from folders on the command line.
     support, query = tmp_path / "support", tmp_path / "query"
-    for label, folder in enumerate(classes):
+    for folder in classes:
         (support / folder.name).mkdir(parents=True)
         (query / folder.name).mkdir(parents=True)
         for i, path in enumerate(sorted(folder.iterdir())):
             path.rename((support if i == 0 else query) / folder.name / path.name)
     labelled = run("adapt", tmp_path / "learner", "--support", support, "--query", query)
     assert labelled.exit_code == 0, labelled.output
-    accuracy = float(labelled.output.split("accuracy by the query folders' names:")[1].split("%")[0])
-    assert accuracy >= 80
+    accuracy = labelled.output.split("accuracy by the query folders' names:")[1]
+    assert float(accuracy.split("%")[0]) >= 80
 
 
 def test_a_malformed_study_file_names_the_field(tmp_path: Path) -> None:
@@ -195,3 +195,23 @@ def test_a_corrupt_or_truncated_artifact_is_refused(tmp_path: Path) -> None:
     assert_one_line_error(run("evaluate", out), "checksum")
     (out / "learner.json").write_text("{not json")
     assert_one_line_error(run("evaluate", out), "learner.json")
+
+
+def test_refused_commands_leave_the_stored_study_untouched(tmp_path: Path) -> None:
+    write_classes(tmp_path / "classes", n_classes=40, per_class=4, seed=0)
+    budget = {"iterations": 10, "eval_tasks": 10}
+    study = write_study(tmp_path, budget=budget)
+    assert run("search", study).exit_code == 0
+    before = run("show", study, "--format", "json").output
+
+    searched = {k: v for k, v in SPACE["fixed"].items() if k != "inner.steps"}
+    steps = {"inner.steps": {"type": "int", "low": 1, "high": 3}}
+    wider = {**SPACE, "fixed": searched, "dimensions": SPACE["dimensions"] | steps}
+    changed = write_study(tmp_path, budget=budget, space=wider)
+    assert_one_line_error(run("search", changed), "different search space")
+    unknown = {**SPACE, "fixed": SPACE["fixed"] | {"outer.algorithm": "mamlx"}}
+    assert_one_line_error(run("search", write_study(tmp_path, space=unknown)), "mamlx")
+    study = write_study(tmp_path, budget=budget)
+    exported = run("export", study, "--trial", "7", "--out", tmp_path / "learner")
+    assert_one_line_error(exported, "no trial 7")
+    assert run("show", study, "--format", "json").output == before

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metasearch.algorithms.base import MetaAlgorithm
+from metasearch.algorithms.base import AnyLearner, MetaAlgorithm
 from metasearch.learners.learner import Learner, Params
 
 Trajectory = list[Params]
@@ -31,18 +31,18 @@ class GradientBased(MetaAlgorithm):
         return self.always_first_order
 
     def adapt(
-        self, learner: Learner, params: Params, x: Tensor, y: Tensor, first_order: bool
+        self, learner: AnyLearner, params: Params, x: Tensor, y: Tensor, first_order: bool
     ) -> Trajectory:
         names = learner.adapted_names
         if self.head_only:
             features = learner.features(params, x)
 
-            def support_loss(fast: Params) -> Tensor:
-                return learner.loss(learner.head(fast, features), y)
+            def support_loss(fast: Params) -> Tensor:  # summed over the groups of a group
+                return learner.loss(learner.head(fast, features), y).sum()
         else:
 
             def support_loss(fast: Params) -> Tensor:
-                return learner.loss(learner.forward({**params, **fast}, x), y)
+                return learner.loss(learner.forward({**params, **fast}, x), y).sum()
 
         fast = {n: params[n] for n in names}
         trajectory = []
@@ -54,7 +54,7 @@ class GradientBased(MetaAlgorithm):
             trajectory.append({**params, **fast})
         return trajectory
 
-    def predict(self, learner: Learner, params: Params, state: Trajectory, x: Tensor) -> Tensor:
+    def predict(self, learner: AnyLearner, params: Params, state: Trajectory, x: Tensor) -> Tensor:
         return learner.forward(state[-1], x)
 
 
@@ -69,7 +69,7 @@ class MAMLPlusPlus(GradientBased):
 
     def task_losses(
         self,
-        learner: Learner,
+        learner: AnyLearner,
         params: Params,
         state: Trajectory,
         x: Tensor,

@@ -10,25 +10,25 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from metasearch.algorithms.base import MetaAlgorithm
-from metasearch.learners.learner import Learner, Params
+from metasearch.algorithms.base import AnyLearner, MetaAlgorithm
+from metasearch.learners.learner import Params
 
 
 class PrototypicalNetworks(MetaAlgorithm):
     name = "protonet"
 
     def adapt(
-        self, learner: Learner, params: Params, x: Tensor, y: Tensor, first_order: bool
+        self, learner: AnyLearner, params: Params, x: Tensor, y: Tensor, first_order: bool
     ) -> Tensor:
         embeddings = learner.features(params, x)
-        members = F.one_hot(y, learner.n_outputs).to(embeddings.dtype)  # [S, ways]
-        return (members.T @ embeddings) / members.sum(0)[:, None]
+        members = F.one_hot(y, learner.n_outputs).to(embeddings.dtype)  # [..., S, ways]
+        return (members.mT @ embeddings) / members.sum(-2)[..., None]
 
-    def predict(self, learner: Learner, params: Params, state: Tensor, x: Tensor) -> Tensor:
+    def predict(self, learner: AnyLearner, params: Params, state: Tensor, x: Tensor) -> Tensor:
         embeddings = learner.features(params, x)
         squared = (
-            embeddings.pow(2).sum(1, keepdim=True)
-            - 2 * embeddings @ state.T
-            + state.pow(2).sum(1)[None, :]
+            embeddings.pow(2).sum(-1, keepdim=True)
+            - 2 * embeddings @ state.mT
+            + state.pow(2).sum(-1)[..., None, :]
         )
         return -squared

@@ -14,7 +14,8 @@ from metasearch.evaluation import evaluate, held_out_tasks, score
 from metasearch.export import export_learner
 from metasearch.learners import build_learner
 from metasearch.search.results import best_trials
-from metasearch.search.study import build_source, redact
+from metasearch.search.storage import redact
+from metasearch.search.study import build_source
 from metasearch.search.weights import load_trial_weights, weights_dir
 from metasearch.spec import LearnerSpec
 

@@ -1,19 +1,150 @@
-"""``metasearch search``: run a study with a live progress display."""
+"""``metasearch search`` and ``worker``: run a study, alone or as one of many workers."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from metasearch.commands.common import load_config, study_storage
+from metasearch.commands.stopping import GracefulStop
+from metasearch.errors import MetasearchError
 from metasearch.search.runner import FINISHED, open_study, run_study
-from metasearch.search.study import build_source
+from metasearch.search.storage import redact
+from metasearch.search.study import StudyConfig, build_source
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The command-line options shared by ``search`` and ``worker``."""
+
+    n_trials: int | None
+    timeout: float | None
+    storage: str | None
+    data_root: Path | None
+    device: str | None
+
+
+def run_search(study_file: Path, options: RunOptions, workers: int, console: Console) -> int:
+    """Runs the study in this process with a live display, or in ``workers`` processes; returns
+    the exit code."""
+    config = load_config(study_file)
+    storage_url = study_storage(config, options.storage)
+    if workers > 1:
+        return _run_workers(study_file, config, storage_url, options, workers, console)
+    source = build_source(config, options.data_root, options.device)  # no data: fail early
+    open_study(config, storage_url)  # a bad storage or a changed study: fail before the display
+    target = options.n_trials or config.trials
+    with GracefulStop(console) as stop, _progress(console) as progress:
+        task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
+        display = ProgressDisplay(progress, task_id)
+        study = run_study(
+            config,
+            n_trials=options.n_trials,
+            timeout=options.timeout,
+            storage=storage_url,
+            callbacks=[display],
+            source=source,
+            stop=stop,
+        )
+        progress.update(task_id, completed=_finished(study), best=_best_text(study))
+    _summary(study, config, study_file, console)
+    return stop.exit_code
+
+
+def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
+    """Joins the study as one worker, logging a line per trial; returns the exit code."""
+    config = load_config(study_file)
+    storage_url = study_storage(config, options.storage)
+    source = build_source(config, options.data_root, options.device)
+    console.print(f"worker joined study {config.name} in {redact(storage_url)} on {source.device}")
+
+    def log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        failure = trial.user_attrs.get("failure")
+        console.print(
+            f"trial {trial.number} {trial.state.name.lower()}"
+            + (f": {failure}" if failure else f"; best {_best_text(study)}")
+        )
+
+    with GracefulStop(console) as stop:
+        study = run_study(
+            config,
+            n_trials=options.n_trials,
+            timeout=options.timeout,
+            storage=storage_url,
+            callbacks=[log_trial],
+            source=source,
+            stop=stop,
+            worker=True,
+        )
+    console.print(f"worker done: the study has {_finished(study)} finished trials")
+    return stop.exit_code
+
+
+def _run_workers(
+    study_file: Path,
+    config: StudyConfig,
+    storage_url: str,
+    options: RunOptions,
+    workers: int,
+    console: Console,
+) -> int:
+    """Starts ``workers`` worker processes on this machine (one GPU each, round robin, where
+    there are several) and follows the study until they end."""
+    study = open_study(config, storage_url)
+    target = options.n_trials or config.trials
+    processes = [
+        # Own sessions: a Ctrl-C in the terminal reaches them once, forwarded below.
+        subprocess.Popen(
+            _worker_command(study_file, storage_url, options, index), start_new_session=True
+        )
+        for index in range(workers)
+    ]
+    with GracefulStop(console) as stop, _progress(console) as progress:
+        task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
+        forwarded = False
+        while any(p.poll() is None for p in processes):
+            if stop() and not forwarded:
+                for process in processes:
+                    process.send_signal(stop.received)  # each checkpoints its own trial
+                forwarded = True
+            progress.update(task_id, completed=_finished(study), best=_best_text(study))
+            time.sleep(1.0)
+        progress.update(task_id, completed=_finished(study), best=_best_text(study))
+    _summary(study, config, study_file, console)
+    failed = [p.returncode for p in processes if p.returncode not in (0, None)]
+    if failed and not stop():
+        raise MetasearchError(f"{len(failed)} of {workers} workers failed; see their output above")
+    return stop.exit_code
+
+
+def _worker_command(
+    study_file: Path, storage_url: str, options: RunOptions, index: int
+) -> list[str]:
+    command = [sys.executable, "-m", "metasearch", "worker", str(study_file)]
+    command += ["--storage", storage_url]
+    if options.n_trials is not None:
+        command += ["--n-trials", str(options.n_trials)]
+    if options.timeout is not None:
+        command += ["--timeout", str(options.timeout)]
+    if options.data_root is not None:
+        command += ["--data-root", str(options.data_root)]
+    device = options.device
+    gpus = torch.cuda.device_count()
+    if device in (None, "auto", "cuda") and gpus > 1:
+        device = f"cuda:{index % gpus}"
+    if device is not None:
+        command += ["--device", device]
+    return command
 
 
 class ProgressDisplay:
@@ -25,32 +156,18 @@ class ProgressDisplay:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.ran += 1
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         per_trial = (time.perf_counter() - self.started) / self.ran
         self.progress.update(
             self.task_id,
-            completed=finished,
+            completed=_finished(study),
             best=_best_text(study),
             last=f"#{trial.number} {trial.state.name.lower()}",
             speed=f"{per_trial:.1f} s/trial",
         )
 
 
-def run_search(
-    study_file: Path,
-    n_trials: int | None,
-    timeout: float | None,
-    storage: str | None,
-    data_root: Path | None,
-    device: str | None,
-    console: Console,
-) -> None:
-    config = load_config(study_file)
-    storage_url = study_storage(config, storage)
-    source = build_source(config, data_root, device)  # missing data: fail before any record
-    open_study(config, storage_url)  # a bad storage or a changed study: fail before the display
-    target = n_trials or config.trials
-    columns = (
+def _progress(console: Console) -> Progress:
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -58,27 +175,21 @@ def run_search(
         TextColumn("last {task.fields[last]}"),
         TextColumn("{task.fields[speed]}"),
         TimeElapsedColumn(),
+        console=console,
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
-        display = ProgressDisplay(progress, task_id)
-        study = run_study(
-            config,
-            n_trials=n_trials,
-            timeout=timeout,
-            storage=storage_url,
-            data_root=data_root,
-            callbacks=[display],
-            source=source,
-        )
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-        progress.update(task_id, completed=finished, best=_best_text(study))
+
+
+def _summary(study: optuna.Study, config: StudyConfig, study_file: Path, console: Console) -> None:
     failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
     console.print(
-        f"study [bold]{config.name}[/]: {finished} finished trials"
+        f"study [bold]{config.name}[/]: {_finished(study)} finished trials"
         + (f", {failed} failed" if failed else "")
         + f"; best {_best_text(study)}. Next: metasearch show {study_file}"
     )
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def _best_text(study: optuna.Study) -> str:

@@ -1,16 +1,28 @@
 """Meta-training and scoring of one candidate learner."""
 
-from metasearch.evaluation.evaluator import Report, check_compatible, evaluate
+from metasearch.evaluation.checkpoint import CheckpointStore, TrainingState
+from metasearch.evaluation.evaluator import (
+    Report,
+    TrainingInterrupted,
+    check_compatible,
+    evaluate,
+)
+from metasearch.evaluation.population import check_population, evaluate_population
 from metasearch.evaluation.result import Budget, EvaluationResult
 from metasearch.evaluation.scoring import Scores, held_out_tasks, mean_ci95, score
 
 __all__ = [
     "Budget",
+    "CheckpointStore",
     "EvaluationResult",
     "Report",
     "Scores",
+    "TrainingInterrupted",
+    "TrainingState",
     "check_compatible",
+    "check_population",
     "evaluate",
+    "evaluate_population",
     "held_out_tasks",
     "mean_ci95",
     "score",

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import torch
 
-from metasearch.algorithms import MetaAlgorithm, get_algorithm
+from metasearch.algorithms import MetaAlgorithm, MetaGradients, get_algorithm
 from metasearch.errors import SpecError
+from metasearch.evaluation.checkpoint import CheckpointStore, TrainingState
 from metasearch.evaluation.result import Budget, EvaluationResult, Status
 from metasearch.evaluation.scoring import held_out_tasks, score
 from metasearch.learners.learner import Learner, build_learner
@@ -23,8 +24,17 @@ Report = Callable[[int, float], bool]
 """``report(iteration, validation_loss)`` returns True to stop the candidate (pruning)."""
 
 
-class _Diverged(Exception):
-    pass
+class Diverged(Exception):
+    """The training loss stopped being finite or exploded; the message says where."""
+
+
+class TrainingInterrupted(Exception):
+    """Meta-training stopped on request after ``iteration`` iterations, checkpointed if it had a
+    checkpoint store."""
+
+    def __init__(self, iteration: int) -> None:
+        super().__init__(f"interrupted at meta-iteration {iteration}")
+        self.iteration = iteration
 
 
 def evaluate(
@@ -33,12 +43,18 @@ def evaluate(
     budget: Budget | None = None,
     *,
     report: Report | None = None,
+    checkpoints: CheckpointStore | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> EvaluationResult:
     """Meta-trains ``spec`` on ``source``'s training tasks and scores it on held-out tasks.
 
     ``budget`` defaults to ``Budget()``. Runs on the source's device. Never raises for a
     candidate that diverges or runs out of memory: the result then has status ``failed`` and a
     reason. Raises :class:`SpecError` where the spec cannot work with the source at all.
+
+    With ``checkpoints``, meta-training resumes from the store's last checkpoint and saves one
+    every ``checkpoints.every`` iterations. Where ``stop()`` turns true (checked every
+    iteration), it saves a checkpoint and raises :class:`TrainingInterrupted`.
     """
     budget = budget or Budget()
     check_compatible(spec, source)
@@ -46,52 +62,34 @@ def evaluate(
         spec, source.input_shape, source.n_outputs, source.kind, budget.seed, source.device
     )
     tasks = held_out_tasks(source, budget.eval_split, budget.eval_tasks, budget.eval_seed)
-    algorithm = get_algorithm(spec.outer.algorithm)
-    training = _MetaTraining(learner, source, budget, algorithm, tasks)
-    status: Status = "complete"
-    reason = None
+    training = MetaTraining(learner, source, budget, get_algorithm(spec.outer.algorithm), tasks)
     try:
-        if training.run(report):
-            status, reason = "pruned", f"pruned at iteration {training.done}"
-    except _Diverged as error:
-        status, reason = "failed", str(error)
+        training.run(report, checkpoints, stop)
+    except Diverged as error:
+        training.failure = str(error)
     except torch.OutOfMemoryError:
-        status, reason = "failed", "ran out of device memory; lower meta_batch_size or widths"
-    if status == "failed":
-        log.info("candidate failed: %s", reason)
-        return _failed(learner, reason, training)
-    final = score(algorithm, learner, tasks)
-    if not math.isfinite(final.loss):
-        return _failed(learner, "query loss is not finite after meta-training", training)
-    return EvaluationResult(
-        status=status,
-        query_loss=final.loss,
-        query_loss_ci95=final.loss_ci95,
-        accuracy=final.accuracy,
-        accuracy_ci95=final.accuracy_ci95,
-        n_parameters=learner.n_parameters(),
-        meta_train_seconds=training.seconds,
-        adaptation_seconds=final.seconds_per_task,
-        iterations=training.done,
-        curve=tuple(training.curve),
-        reason=reason,
-        learner=learner,
-    )
+        training.failure = OUT_OF_MEMORY
+    return training.result()
+
+
+OUT_OF_MEMORY = "ran out of device memory; lower meta_batch_size or widths"
 
 
 def check_compatible(spec: LearnerSpec, source: TaskSource) -> None:
     """Raises :class:`SpecError` where ``spec`` cannot learn ``source``'s tasks."""
     if spec.outer.algorithm == "protonet" and source.kind != "classification":
         raise SpecError("protonet needs classification tasks; choose a gradient-based algorithm")
-    if spec.architecture.family == "conv" and len(source.input_shape) != 3:
+    family = spec.architecture.family
+    if family in ("conv", "cells") and len(source.input_shape) != 3:
         raise SpecError(
-            f"the conv family needs image inputs, but this source gives {source.input_shape}; "
+            f"the {family} family needs image inputs, but this source gives {source.input_shape}; "
             "use architecture.family: mlp"
         )
 
 
-class _MetaTraining:
-    """The outer loop of one candidate, with its progress (``done``, ``curve``, ``seconds``)."""
+class MetaTraining:
+    """The outer loop of one candidate, with its progress (``done``, ``curve``, ``seconds``) and
+    how it ended (``pruned``, or ``failure`` with a reason)."""
 
     def __init__(
         self,
@@ -106,66 +104,138 @@ class _MetaTraining:
         self.iterations = budget.iterations or learner.spec.outer.iterations
         self.done, self.seconds = 0, 0.0
         self.curve: list[tuple[int, float]] = []
+        self.pruned = False
+        self.failure: str | None = None
+        outer = learner.spec.outer
+        optimizer_type = torch.optim.Adam if outer.optimizer == "adam" else torch.optim.SGD
+        self.meta_tensors = learner.meta_tensors()
+        self.optimizer = optimizer_type(self.meta_tensors, lr=outer.meta_lr)
+        self.start = time.perf_counter()
+        self.first_loss: float | None = None
+        self.resumed_from: int | None = None
 
-    def run(self, report: Report | None) -> bool:
-        """Meta-trains to the end of the budget; True where ``report`` asked to stop early.
+    def run(
+        self,
+        report: Report | None,
+        checkpoints: CheckpointStore | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
+        """Meta-trains to the end of the budget or until ``report`` prunes it, resuming from
+        and saving to ``checkpoints`` where given.
 
-        Raises :class:`_Diverged` when the training loss stops being finite or explodes.
+        Raises :class:`Diverged` when the training loss stops being finite or explodes, and
+        :class:`TrainingInterrupted` (after a checkpoint) where ``stop()`` turns true.
         """
-        spec, budget = self.learner.spec, self.budget
-        meta_tensors = self.learner.meta_tensors()
-        optimizer_type = torch.optim.Adam if spec.outer.optimizer == "adam" else torch.optim.SGD
-        optimizer = optimizer_type(meta_tensors, lr=spec.outer.meta_lr)
-        generator = torch.Generator(device=self.source.device).manual_seed(budget.seed)
-        start = time.perf_counter()
-        deadline = None if budget.time_limit is None else start + budget.time_limit
-        first_loss = None
-        for iteration in range(1, self.iterations + 1):
-            batch = self.source.sample("train", spec.outer.meta_batch_size, generator)
-            progress = (iteration - 1) / self.iterations
-            step = self.algorithm.meta_gradients(self.learner, batch, progress)
-            for tensor, grad in zip(meta_tensors, step.grads, strict=True):
-                tensor.grad = grad
-            optimizer.step()
-            self.done, self.seconds = iteration, time.perf_counter() - start
-            train_loss = step.task_losses.mean()  # stays on the device until a check reads it
-            if first_loss is None:
-                first_loss = max(train_loss.item(), 1e-3)
-            last = iteration == self.iterations or (
-                deadline is not None and time.perf_counter() > deadline
-            )
-            if iteration % budget.check_every == 0 or last:
-                value = train_loss.item()
-                if not math.isfinite(value) or value > budget.divergence_factor * first_loss:
-                    raise _Diverged(
-                        f"diverged: training query loss {value:.4g} at iteration {iteration}"
-                    )
-            if last:
-                return False
-            if budget.eval_every and iteration % budget.eval_every == 0:
-                validation = score(self.algorithm, self.learner, self.tasks).loss
-                if not math.isfinite(validation):
-                    raise _Diverged(
-                        f"diverged: validation loss {validation} at iteration {iteration}"
-                    )
-                log.info("iteration %d: validation query loss %.4f", iteration, validation)
-                self.curve.append((iteration, validation))
-                if report is not None and report(iteration, validation):
-                    return True
+        generator = torch.Generator(device=self.source.device).manual_seed(self.budget.seed)
+        saved = checkpoints.load() if checkpoints is not None else None
+        if saved is not None:
+            self._restore(saved, generator)
+        self.start = time.perf_counter() - self.seconds
+        for iteration in range(self.done + 1, self.iterations + 1):
+            batch = self.source.sample("train", self.learner.spec.outer.meta_batch_size, generator)
+            step = self.algorithm.meta_gradients(self.learner, batch, self.progress(iteration))
+            if self.apply(iteration, step, report):
+                return
+            stopping = stop is not None and stop()
+            if checkpoints is not None and (stopping or iteration % checkpoints.every == 0):
+                checkpoints.save(self._state(generator))
+            if stopping:
+                raise TrainingInterrupted(iteration)
+
+    def _state(self, generator: torch.Generator) -> TrainingState:
+        return TrainingState(
+            iteration=self.done,
+            seconds=self.seconds,
+            first_loss=self.first_loss,
+            curve=list(self.curve),
+            learner=self.learner.state_tensors(),
+            optimizer=self.optimizer.state_dict(),
+            generator=generator.get_state(),
+        )
+
+    def _restore(self, state: TrainingState, generator: torch.Generator) -> None:
+        self.learner.load_state_tensors(state.learner)
+        self.optimizer.load_state_dict(state.optimizer)
+        generator.set_state(state.generator)
+        self.done, self.seconds, self.first_loss = state.iteration, state.seconds, state.first_loss
+        self.curve = list(state.curve)
+        self.resumed_from = state.iteration
+        log.info("resumed from the checkpoint of meta-iteration %d", state.iteration)
+
+    def progress(self, iteration: int) -> float:
+        return (iteration - 1) / self.iterations
+
+    def apply(self, iteration: int, step: MetaGradients, report: Report | None) -> bool:
+        """Takes the outer step of ``iteration`` from its meta-gradients, checks and scores the
+        learner as the budget says; True where training is over (the end, the time limit, or
+        pruned). Raises :class:`Diverged`."""
+        budget = self.budget
+        for tensor, grad in zip(self.meta_tensors, step.grads, strict=True):
+            tensor.grad = grad
+        self.optimizer.step()
+        self.done, self.seconds = iteration, time.perf_counter() - self.start
+        train_loss = step.task_losses.mean()  # stays on the device until a check reads it
+        if self.first_loss is None:
+            self.first_loss = max(train_loss.item(), 1e-3)
+        last = iteration == self.iterations or (
+            budget.time_limit is not None and self.seconds > budget.time_limit
+        )
+        if iteration % budget.check_every == 0 or last:
+            value = train_loss.item()
+            if not math.isfinite(value) or value > budget.divergence_factor * self.first_loss:
+                raise Diverged(
+                    f"diverged: training query loss {value:.4g} at iteration {iteration}"
+                )
+        if last:
+            return True
+        if budget.eval_every and iteration % budget.eval_every == 0:
+            validation = score(self.algorithm, self.learner, self.tasks).loss
+            if not math.isfinite(validation):
+                raise Diverged(f"diverged: validation loss {validation} at iteration {iteration}")
+            log.info("iteration %d: validation query loss %.4f", iteration, validation)
+            self.curve.append((iteration, validation))
+            if report is not None and report(iteration, validation):
+                self.pruned = True
+                return True
         return False
 
+    def result(self) -> EvaluationResult:
+        """The candidate's result: scored on the held-out tasks unless it failed."""
+        if self.failure is not None:
+            log.info("candidate failed: %s", self.failure)
+            return self._failed(self.failure)
+        final = score(self.algorithm, self.learner, self.tasks)
+        if not math.isfinite(final.loss):
+            return self._failed("query loss is not finite after meta-training")
+        status: Status = "pruned" if self.pruned else "complete"
+        return EvaluationResult(
+            status=status,
+            query_loss=final.loss,
+            query_loss_ci95=final.loss_ci95,
+            accuracy=final.accuracy,
+            accuracy_ci95=final.accuracy_ci95,
+            n_parameters=self.learner.n_parameters(),
+            meta_train_seconds=self.seconds,
+            adaptation_seconds=final.seconds_per_task,
+            iterations=self.done,
+            curve=tuple(self.curve),
+            reason=f"pruned at iteration {self.done}" if self.pruned else None,
+            resumed_from=self.resumed_from,
+            learner=self.learner,
+        )
 
-def _failed(learner: Learner, reason: str | None, training: _MetaTraining) -> EvaluationResult:
-    return EvaluationResult(
-        status="failed",
-        query_loss=math.nan,
-        query_loss_ci95=math.nan,
-        accuracy=None,
-        accuracy_ci95=None,
-        n_parameters=learner.n_parameters(),
-        meta_train_seconds=training.seconds,
-        adaptation_seconds=math.nan,
-        iterations=training.done,
-        curve=tuple(training.curve),
-        reason=reason,
-    )
+    def _failed(self, reason: str) -> EvaluationResult:
+        return EvaluationResult(
+            status="failed",
+            query_loss=math.nan,
+            query_loss_ci95=math.nan,
+            accuracy=None,
+            accuracy_ci95=None,
+            n_parameters=self.learner.n_parameters(),
+            meta_train_seconds=self.seconds,
+            adaptation_seconds=math.nan,
+            iterations=self.done,
+            curve=tuple(self.curve),
+            reason=reason,
+            resumed_from=self.resumed_from,
+        )

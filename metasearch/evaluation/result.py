@@ -51,7 +51,8 @@ class Budget:
 @dataclass(frozen=True)
 class EvaluationResult:
     """What one candidate earned. ``query_loss`` is the score (lower is better); a failed
-    candidate has ``status == "failed"``, ``reason`` set and a NaN loss."""
+    candidate has ``status == "failed"``, ``reason`` set and a NaN loss. ``resumed_from`` is the
+    checkpoint's iteration where meta-training resumed from one."""
 
     status: Status
     query_loss: float
@@ -64,6 +65,7 @@ class EvaluationResult:
     iterations: int
     curve: tuple[tuple[int, float], ...]
     reason: str | None = None
+    resumed_from: int | None = None
     learner: Learner | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

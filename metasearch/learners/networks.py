@@ -67,6 +67,10 @@ def build_network(spec: ArchitectureSpec, input_shape: tuple[int, ...], n_output
         if len(input_shape) != 3:
             raise ValueError(f"the conv family needs image inputs [C, H, W], got {input_shape}")
         body = _conv_body(spec, input_shape[0])
+    elif spec.family == "cells":  # differentiable architecture search's derived cells
+        from metasearch.darts.cells import genotype_body  # imported late: it builds on this module
+
+        body = genotype_body(spec, input_shape)
     else:
         body = _mlp_body(spec, int(torch.Size(input_shape).numel()))
     with torch.no_grad():

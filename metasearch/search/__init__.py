@@ -11,11 +11,11 @@ from metasearch.search.results import best_trials, objective_names, trials_frame
 from metasearch.search.runner import open_study, run_study
 from metasearch.search.samplers import make_pruner, make_sampler
 from metasearch.search.space import SearchSpace, load_space, parse_space
+from metasearch.search.storage import open_storage, redact
 from metasearch.search.study import (
     StudyConfig,
     build_source,
     load_study_file,
-    redact,
     resolve_device,
     source_from_task,
 )
@@ -33,6 +33,7 @@ __all__ = [
     "objective_names",
     "open_study",
     "parse_space",
+    "open_storage",
     "redact",
     "resolve_device",
     "run_study",

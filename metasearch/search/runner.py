@@ -1,9 +1,14 @@
 """Running a study: open (or resume) it in its storage and evaluate candidates until it is done.
 
 Every trial samples a spec from the study's space and meta-trains it with the evaluator. A trial
-keeps ``spec`` (the learner spec) and ``result`` (the evaluation) as user attributes, and
-``failure`` (why) where it failed. Candidates that diverge or raise become FAILED trials and the
-study goes on; pruned candidates become PRUNED trials.
+keeps ``spec`` (the learner spec), ``result`` (the evaluation) and ``worker`` (host:pid) as user
+attributes, and ``failure`` (why) where it failed. Candidates that diverge or raise become FAILED
+trials and the study goes on; pruned candidates become PRUNED trials.
+
+Any number of processes may run the same study at once (workers): each takes one trial at a
+time and stops when the study holds its number of finished trials, counting the trials others
+are running, so that it ends with exactly that many. A trial whose worker died is retried by
+another (see :mod:`metasearch.search.storage`) and resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -11,17 +16,32 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import socket
+import time
+import warnings
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from metasearch.darts import darts_architecture
 from metasearch.errors import SpecError
-from metasearch.evaluation import EvaluationResult, check_compatible, evaluate
+from metasearch.evaluation import (
+    CheckpointStore,
+    EvaluationResult,
+    TrainingInterrupted,
+    check_compatible,
+    evaluate,
+)
 from metasearch.search.samplers import make_pruner, make_sampler
-from metasearch.search.study import DIRECTIONS, StudyConfig, build_source, redact
+from metasearch.search.storage import open_storage, redact
+from metasearch.search.study import DIRECTIONS, StudyConfig, build_source
 from metasearch.search.suggest import suggest
 from metasearch.search.weights import save_trial_weights, weights_dir
 from metasearch.spec import ArchitectureSpec, LearnerSpec, OuterLoopSpec
@@ -30,6 +50,9 @@ from metasearch.tasks import TaskSource
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ACTIVE = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+POLL_SECONDS = 2.0
+"""How often a worker with nothing to take looks again (others' trials may die and be retried)."""
 MAX_FAILURES_IN_A_ROW = 10
 """A run stops after this many failed trials in a row: something is wrong beyond one candidate."""
 
@@ -37,23 +60,27 @@ Storage = str | optuna.storages.BaseStorage | None
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 
-def open_study(config: StudyConfig, storage: Storage = None) -> optuna.Study:
+def open_study(config: StudyConfig, storage: Storage = None, worker_seed: int = 0) -> optuna.Study:
     """Creates the study ``config.name`` in ``storage`` (default: the config's; in memory where
     neither names one), or loads it to resume.
 
-    A new study records the study file's SHA-256, the search space, the task, the budget and the
-    objectives in its user attributes. Raises :class:`SpecError` where an existing study was
-    created with a different space, task, budget or objectives: its trials would not compare.
+    ``worker_seed`` shifts the sampler's seed, so that workers starting together propose
+    different candidates. A new study records the study file's SHA-256, the search space, the
+    task, the budget and the objectives in its user attributes. Raises :class:`SpecError` where
+    an existing study was created with a different space, task, budget or objectives: its trials
+    would not compare.
     """
     storage = storage if storage is not None else config.storage
-    backend = _backend(storage)
+    backend = _backend(storage, config)
+    if isinstance(backend, optuna.storages.JournalStorage):
+        log.warning("journal storage has no heartbeats: trials of a worker that dies stay RUNNING")
     previous = _n_trials(backend, config.name)
     study = optuna.create_study(
         storage=backend,
         study_name=config.name,
         directions=[DIRECTIONS[o] for o in config.objectives],
         # Reseeded on resume, or a seeded sampler would propose the first trials again.
-        sampler=make_sampler(config, seed_offset=previous or 0),
+        sampler=make_sampler(config, seed_offset=(previous or 0) + worker_seed),
         pruner=make_pruner(config),
         load_if_exists=True,
     )
@@ -76,63 +103,126 @@ def run_study(
     callbacks: Iterable[Callback] = (),
     device: str | None = None,
     source: TaskSource | None = None,
+    stop: Callable[[], bool] | None = None,
+    worker: bool = False,
 ) -> optuna.Study:
     """Runs the study until it holds ``n_trials`` (default ``config.trials``) finished (complete
     or pruned) trials in all, or ``timeout`` seconds (default ``config.timeout``) have passed.
 
-    Running it again after an interruption tops it up to the total instead of starting over.
-    The task source is built once (see :func:`build_source`) unless ``source`` is given. With a
-    storage URL, the
-    meta-learned weights of complete trials are kept (:mod:`metasearch.search.weights`).
-    ``callbacks`` are Optuna study callbacks, called after each trial.
+    Running it again after an interruption tops it up to the total instead of starting over;
+    other workers may run it at the same time. The task source is built once (see
+    :func:`build_source`) unless ``source`` is given. With a storage URL, the meta-learned
+    weights of complete trials are kept, and running trials are checkpointed
+    (:mod:`metasearch.search.weights`). ``callbacks`` are Optuna study callbacks, called after
+    each trial. Where ``stop()`` turns true, the running trial is checkpointed, failed and queued
+    for a retry, and the run returns. A ``worker`` seeds its sampler apart from other workers'.
     """
     storage = storage if storage is not None else config.storage
-    study = open_study(config, storage)
+    worker_seed = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) if worker else 0
+    study = open_study(config, storage, worker_seed)
     target = config.trials if n_trials is None else n_trials
-    if len(study.get_trials(deepcopy=False, states=FINISHED)) >= target:
+    if _count(study, FINISHED) >= target:
         return study
     source = source if source is not None else build_source(config, data_root, device)
     _check_fits(config, source)
-    weights = weights_dir(storage, config.name) if isinstance(storage, str) else None
-    study.optimize(
-        _Objective(config, source, weights),
-        timeout=config.timeout if timeout is None else timeout,
-        catch=(Exception,),
-        callbacks=[
-            optuna.study.MaxTrialsCallback(target, states=FINISHED),
-            _FailureStreak(MAX_FAILURES_IN_A_ROW),
-            *callbacks,
-        ],
-    )
+    files = weights_dir(storage, config.name) if isinstance(storage, str) else None
+    objective = _Objective(config, source, files, target, stop)
+    streak = _FailureStreak(MAX_FAILURES_IN_A_ROW)
+    timeout = config.timeout if timeout is None else timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
+    heartbeats = is_heartbeat_enabled(study._storage)
+    while not streak.stopped and not (stop is not None and stop()):
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        if _count(study, FINISHED) >= target:
+            break
+        if _count(study, ACTIVE) >= target and not _count(study, (TrialState.WAITING,)):
+            if not heartbeats:
+                break  # the rest is running elsewhere, and nothing would notice if it died
+            _fail_stale_trials(study)  # the rest is running elsewhere: take it over if it dies
+            time.sleep(POLL_SECONDS)
+            continue
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[streak, *callbacks])
+        if objective.interrupted is not None:
+            _retry(study, objective.interrupted)
+            break
     return study
+
+
+def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _retry(study: optuna.Study, number: int) -> None:
+    """Queues trial ``number`` (failed by an interruption) again, to resume from its checkpoint."""
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
+    retry(study, trial)
+
+
+class _Surplus(Exception):
+    """Another worker took the study's last trial at the same moment as this one."""
 
 
 class _Objective:
     """One trial: sample a spec, meta-train and score it, return the objectives."""
 
-    def __init__(self, config: StudyConfig, source: TaskSource, weights: Path | None) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        source: TaskSource,
+        files: Path | None,
+        target: int,
+        stop: Callable[[], bool] | None,
+    ) -> None:
         self.space, self.source, self.objectives = config.space, source, config.objectives
         self.multi_objective = config.multi_objective
         self.budget = config.budget.to_budget(config.seed)
-        self.weights = weights
+        self.darts = config.darts
+        self.files, self.target, self.stop = files, target, stop
+        self.checkpoint_every = config.checkpoint_every or config.budget.eval_every or 100
+        self.interrupted: int | None = None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        trial.set_user_attr("failure", None)  # a retry inherits its failed original's attributes
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
             return self._evaluate(trial)
         except optuna.TrialPruned:
+            raise
+        except TrainingInterrupted as error:
+            self.interrupted = trial.number
+            trial.set_user_attr("failure", f"{error}; a retry resumes from its checkpoint")
             raise
         except Exception as error:  # Optuna logs it and fails the trial; the study goes on
             trial.set_user_attr("failure", f"{type(error).__name__}: {error}")
             raise
 
     def _evaluate(self, trial: optuna.Trial) -> list[float]:
+        if self._surplus(trial):
+            raise _Surplus(f"the study already has its {self.target} trials; nothing was trained")
         spec = suggest(trial, self.space)
+        if self.darts is not None:  # strategy darts: the architecture by differentiable search
+            spec = darts_architecture(trial, spec, self.source, self.darts, self.budget.seed)
         if self.budget.iterations is not None:  # the spec records what was really trained
             outer = spec.outer.model_copy(update={"iterations": self.budget.iterations})
             spec = spec.model_copy(update={"outer": outer})
         trial.set_user_attr("spec", spec.to_dict())
         report = None if self.multi_objective else _reporter(trial)
-        result = evaluate(spec, self.source, self.budget, report=report)
+        checkpoints = self._checkpoints(trial)
+        result = evaluate(
+            spec, self.source, self.budget, report=report, checkpoints=checkpoints, stop=self.stop
+        )
+        if checkpoints is not None:
+            checkpoints.clear()
         trial.set_user_attr("result", result.to_dict())
         if result.status == "failed":
             log.warning("trial %d failed: %s", trial.number, result.reason)
@@ -140,9 +230,23 @@ class _Objective:
             return [math.nan] * len(self.objectives)  # Optuna marks the trial FAILED
         if result.status == "pruned":
             raise optuna.TrialPruned(result.reason)
-        if self.weights is not None and result.learner is not None:
-            save_trial_weights(self.weights, trial, result.learner)
+        if self.files is not None and result.learner is not None:
+            save_trial_weights(self.files, trial, result.learner)
         return [_objective_value(result, name) for name in self.objectives]
+
+    def _surplus(self, trial: optuna.Trial) -> bool:
+        """Whether ``target`` other trials were active before this one."""
+        earlier = trial.study.get_trials(deepcopy=False, states=ACTIVE)
+        return sum(t.number < trial.number for t in earlier) >= self.target
+
+    def _checkpoints(self, trial: optuna.Trial) -> CheckpointStore | None:
+        """The trial's checkpoints, shared with the trial it retries (if any)."""
+        if self.files is None:
+            return None
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        number = frozen.system_attrs.get("failed_trial", trial.number)  # set by retries
+        directory = self.files / "checkpoints" / f"trial-{number}"
+        return CheckpointStore(directory, self.checkpoint_every)
 
 
 def _reporter(trial: optuna.Trial) -> Callable[[int, float], bool]:
@@ -159,33 +263,29 @@ def _objective_value(result: EvaluationResult, name: str) -> float:
 
 
 class _FailureStreak:
-    """Stops the study after ``limit`` failed trials in a row."""
+    """Stops the run after ``limit`` failed trials in a row."""
 
     def __init__(self, limit: int) -> None:
-        self.limit, self.count = limit, 0
+        self.limit, self.count, self.stopped = limit, 0, False
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.count = self.count + 1 if trial.state == TrialState.FAIL else 0
-        if self.count >= self.limit:
+        if self.count >= self.limit and not self.stopped:
+            self.stopped = True
             log.error(
                 "stopping: the last %d trials failed (last: %s); check the search space, "
                 "budget and device",
                 self.count,
                 trial.user_attrs.get("failure", "see the log"),
             )
-            study.stop()
 
 
-def _backend(storage: Storage) -> optuna.storages.BaseStorage:
+def _backend(storage: Storage, config: StudyConfig) -> optuna.storages.BaseStorage:
     if storage is None:
         return optuna.storages.InMemoryStorage()
     if not isinstance(storage, str):
         return storage
-    try:
-        return optuna.storages.RDBStorage(storage)
-    except Exception as error:  # SQLAlchemy's errors for bad URLs and unreachable databases
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise SpecError(f"cannot open the study storage {redact(storage)}: {reason}") from None
+    return open_storage(storage, config.heartbeat.interval, config.heartbeat.grace_period)
 
 
 def _n_trials(storage: optuna.storages.BaseStorage, name: str) -> int | None:
@@ -203,6 +303,8 @@ def _protocol(config: StudyConfig) -> dict[str, Any]:
         "task": config.task.model_dump(mode="json"),
         "budget": config.budget.model_dump(mode="json"),
         "objectives": list(config.objectives),
+        "strategy": config.strategy,
+        "darts": config.darts.model_dump(mode="json") if config.darts else None,
     }
     return json.loads(json.dumps(protocol))
 
@@ -231,7 +333,9 @@ def _changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
         new = current["search_space"][section]
         keys = sorted(old.keys() | new.keys())
         changed += [f"search space {section}.{k}" for k in keys if old.get(k) != new.get(k)]
-    return changed + [k for k in ("task", "budget", "objectives") if recorded.get(k) != current[k]]
+    recorded = {"strategy": "blackbox", "darts": None} | recorded  # studies from before DARTS
+    sections = ("task", "budget", "objectives", "strategy", "darts")
+    return changed + [k for k in sections if recorded.get(k) != current[k]]
 
 
 def _check_fits(config: StudyConfig, source: TaskSource) -> None:

@@ -20,7 +20,7 @@ def make_sampler(config: StudyConfig, seed_offset: int = 0) -> optuna.samplers.B
     needed = _NEEDS.get(sampler.name)
     if needed and importlib.util.find_spec(needed) is None:
         raise SpecError(f"the {sampler.name} sampler needs {needed}: pip install {needed}")
-    seed = (config.seed if sampler.seed is None else sampler.seed) + seed_offset
+    seed = ((config.seed if sampler.seed is None else sampler.seed) + seed_offset) % 2**32
     try:
         return SAMPLERS[sampler.name](seed=seed, **sampler.options)
     except (TypeError, ValueError) as error:

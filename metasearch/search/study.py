@@ -14,6 +14,10 @@
     seed: 0
     storage: null                     # default: sqlite beside this file, <stem>.db
     device: auto                      # auto, cpu, cuda or cuda:N
+    strategy: blackbox                # or darts: the architecture by differentiable search
+    darts: {iterations: 200}          # strategy darts only; see metasearch.darts.DartsConfig
+    checkpoint_every: null            # meta-iterations; default budget.eval_every, else 100
+    heartbeat: {interval: 5, grace_period: 30}   # seconds; a silent trial is retried
 """
 
 from __future__ import annotations
@@ -36,9 +40,8 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
+from metasearch.darts.config import DartsConfig
 from metasearch.errors import SpecError
 from metasearch.evaluation import Budget
 from metasearch.search.files import parse_yaml, read_bytes
@@ -146,6 +149,21 @@ class PrunerConfig(_Model):
         return options
 
 
+class HeartbeatConfig(_Model):
+    """How running trials show they are alive (database storages): a trial silent for
+    ``grace_period`` seconds is failed and retried by another worker."""
+
+    interval: int = Field(5, ge=1)
+    grace_period: int = Field(30, ge=2)
+
+    @field_validator("grace_period")
+    @classmethod
+    def _longer_than_interval(cls, grace: int, info: ValidationInfo) -> int:
+        if grace <= info.data.get("interval", 0):
+            raise ValueError("grace_period must be longer than interval")
+        return grace
+
+
 class StudyConfig(_Model):
     """A validated study file. Fields are checked in this order, so later ones see earlier ones.
 
@@ -164,6 +182,10 @@ class StudyConfig(_Model):
     seed: int = 0
     storage: str | None = None
     device: str = "auto"
+    strategy: Literal["blackbox", "darts"] = "blackbox"
+    darts: DartsConfig | None = Field(None, validate_default=True)
+    checkpoint_every: int | None = Field(None, ge=1)
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
 
     _path: Path | None = PrivateAttr(None)
     _sha256: str | None = PrivateAttr(None)
@@ -243,6 +265,17 @@ class StudyConfig(_Model):
             raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
         return device
 
+    @field_validator("darts")
+    @classmethod
+    def _darts(cls, darts: DartsConfig | None, info: ValidationInfo) -> DartsConfig | None:
+        if info.data.get("strategy") != "darts":
+            if darts is not None:
+                raise ValueError("a darts section needs strategy: darts")
+            return None
+        if isinstance(info.data.get("task"), SinusoidTask):
+            raise ValueError("strategy darts searches convolutional cells; it needs image tasks")
+        return darts or DartsConfig()
+
 
 def load_study_file(path: str | Path) -> StudyConfig:
     """Reads and checks a study file. Its storage defaults to ``<stem>.db`` beside it (SQLite)."""
@@ -312,14 +345,6 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SpecError(f"device {device} asks for CUDA, which is not available; use auto or cpu")
     return device
-
-
-def redact(storage: str) -> str:
-    """A storage URL with its password hidden, for messages and records."""
-    try:
-        return make_url(storage).render_as_string(hide_password=True)
-    except ArgumentError:
-        return storage
 
 
 def _validate(data: dict[str, Any], base_dir: str | Path | None, what: str) -> StudyConfig:

@@ -123,7 +123,8 @@ class ClassificationSource(TaskSource):
 
         per_class = self.shots + self.query_shots
         counts = self.class_counts[classes]  # [T, N]
-        order = torch.rand(n_tasks, self.ways, self._max_count, generator=generator, device=rand_device)
+        shape = (n_tasks, self.ways, self._max_count)
+        order = torch.rand(shape, generator=generator, device=rand_device)
         order = order.to(self.device)
         slots = torch.arange(self._max_count, device=self.device)
         order = order.masked_fill(slots >= counts[..., None], 2.0)  # past a class's end: last

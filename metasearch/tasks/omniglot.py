@@ -88,7 +88,12 @@ def omniglot(
         query_shots=query_shots,
         rotations=rotations,
         name="omniglot",
-        details={"split": split, "split_seed": split_seed, "image_size": image_size, "invert": True},
+        details={
+            "split": split,
+            "split_seed": split_seed,
+            "image_size": image_size,
+            "invert": True,
+        },
     )
 
 

@@ -1,0 +1,24 @@
+"""Differentiable architecture search for meta-learners (DARTS within MetaNAS).
+
+::
+
+    result = search_architecture(spec, source, DartsConfig(iterations=300))
+    derived = genotype_spec(spec, result.genotype, channels=16)
+    evaluate(derived, source, budget)       # the derived cells train like any architecture
+"""
+
+from metasearch.darts.config import DartsConfig
+from metasearch.darts.genotype import derive_genotype, genotype_spec
+from metasearch.darts.objective import HISTORY_ATTR, darts_architecture
+from metasearch.darts.search import SearchResult, architecture_weights, search_architecture
+
+__all__ = [
+    "HISTORY_ATTR",
+    "DartsConfig",
+    "SearchResult",
+    "architecture_weights",
+    "darts_architecture",
+    "derive_genotype",
+    "genotype_spec",
+    "search_architecture",
+]

@@ -1,0 +1,63 @@
+"""The report's plot of how the architecture weights evolved during each search."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+
+from metasearch.darts.objective import HISTORY_ATTR  # noqa: E402
+from metasearch.search.results import best_trials  # noqa: E402
+
+TRIALS_SHOWN = 3
+
+
+def plot_architecture_weights(study: optuna.Study, out_dir: str | Path) -> list[Path]:
+    """For the best trials that ran a differentiable search (at most three), one PNG per cell
+    kind: a panel per edge with each operation's softmax weight over the search's iterations.
+    Returns the files written (none for a study without such trials)."""
+    out = Path(out_dir)
+    trials = [t for t in best_trials(study) if HISTORY_ATTR in t.user_attrs][:TRIALS_SHOWN]
+    paths = []
+    for trial in trials:
+        history = trial.user_attrs[HISTORY_ATTR]
+        for kind in ("normal", "reduce"):
+            path = out / f"architecture-weights-trial-{trial.number}-{kind}.png"
+            _draw(history, kind, f"trial {trial.number}: {kind} cell").savefig(path, dpi=100)
+            plt.close("all")
+            paths.append(path)
+    return paths
+
+
+def _draw(history: dict, kind: str, title: str) -> plt.Figure:
+    edges, operations = history["edges"], history["operations"]
+    columns = min(len(edges), 5)
+    rows = math.ceil(len(edges) / columns)
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(2.6 * columns, 2.2 * rows + 0.8),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    tables = history[kind]  # [records][edges][operations]
+    for e, axis in enumerate(axes.flat):
+        if e >= len(edges):
+            axis.axis("off")
+            continue
+        for o, name in enumerate(operations):
+            axis.plot(history["iterations"], [table[e][o] for table in tables], label=name)
+        axis.set_title(edges[e], fontsize=9)
+    axes[0, 0].set_ylabel("softmax weight")
+    axes[-1, 0].set_xlabel("meta-iteration")
+    figure.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    return figure

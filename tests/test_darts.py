@@ -1,0 +1,184 @@
+"""Differentiable architecture search: the search finds the operation a task family needs,
+warm-up freezes the architecture, derived genotypes round-trip through specs and exports, and
+studies with strategy darts store what black-box trials store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from metasearch.darts import DartsConfig, genotype_spec, search_architecture
+from metasearch.darts.plot import plot_architecture_weights
+from metasearch.export import export_learner, load_learner
+from metasearch.learners import build_learner
+from metasearch.search import StudyConfig, run_study
+from metasearch.spec import Genotype, LearnerSpec
+from metasearch.tasks import TaskBatch, TaskSource
+
+SIZE, DISTANCE = 12, 6
+
+
+class PairSource(TaskSource):
+    """2-way tasks on images holding one pair of dots ``DISTANCE`` apart: horizontal pairs
+    against vertical ones, labels drawn afresh per task. A single dot looks the same in both
+    classes, so only a receptive field spanning both dots tells them apart: after the 3x3 stem,
+    the 5x5 conv (7 pixels) does, the 3x3 conv and pooling (5 pixels) and skip do not."""
+
+    kind = "classification"
+    input_shape = (1, SIZE, SIZE)
+    n_outputs = 2
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> PairSource:
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "pairs"}
+
+    def sample(self, split: str, n_tasks: int, generator: torch.Generator) -> TaskBatch:
+        shots, queries = 2, 6
+        n = 2 * (shots + queries)
+        vertical = torch.arange(n).remainder(2).expand(n_tasks, n)  # class 0 horizontal
+        a = torch.randint(0, SIZE - DISTANCE, (n_tasks, n), generator=generator)
+        b = torch.randint(0, SIZE, (n_tasks, n), generator=generator)
+        rows, cols = torch.where(vertical == 1, a, b), torch.where(vertical == 1, b, a)
+        x = torch.zeros(n_tasks, n, 1, SIZE, SIZE)
+        t, i = torch.meshgrid(torch.arange(n_tasks), torch.arange(n), indexing="ij")
+        x[t, i, 0, rows, cols] = 1.0
+        x[t, i, 0, rows + DISTANCE * vertical, cols + DISTANCE * (1 - vertical)] = 1.0
+        flip = torch.randint(0, 2, (n_tasks, 1), generator=generator)
+        y = (vertical + flip) % 2
+        return TaskBatch(x[:, : 2 * shots], y[:, : 2 * shots], x[:, 2 * shots :], y[:, 2 * shots :])
+
+
+def _spec(algorithm: str = "fomaml") -> LearnerSpec:
+    return LearnerSpec.from_dict(
+        {
+            "architecture": {"head": "gap"},
+            "init": {"zero_head": True},
+            "inner": {"steps": 2, "lr": 1.0},
+            "outer": {"algorithm": algorithm, "meta_lr": 1e-2, "meta_batch_size": 8},
+        }
+    )
+
+
+def _tiny(**changes: Any) -> DartsConfig:
+    settings = {
+        "channels": 4,
+        "cells": ("normal",),
+        "nodes": 1,
+        "operations": ("none", "skip_connect", "conv_3x3", "conv_5x5", "max_pool_3x3"),
+        "history_every": 1,
+    }
+    return DartsConfig(**(settings | changes))
+
+
+def test_search_concentrates_on_the_operation_the_tasks_need() -> None:
+    config = _tiny(channels=8, iterations=60, warmup=15, arch_lr=0.1, drop_prob=0.0)
+    result = search_architecture(_spec(), PairSource(), config, seed=0)
+    conv5 = config.operations.index("conv_5x5")
+    # From 0.2 each, the 5x5 conv must take most of the weight of both edges, more than twice
+    # any other operation.
+    for edge in result.weights["normal"]:
+        others = torch.cat([edge[:conv5], edge[conv5 + 1 :]])
+        assert edge[conv5] > 0.5 and edge[conv5] > 2 * others.max(), result.weights
+    assert result.genotype.normal == ((("conv_5x5", 0), ("conv_5x5", 1)),)
+
+
+def test_warmup_freezes_the_architecture_weights() -> None:
+    config = _tiny(iterations=4, warmup=3)
+    result = search_architecture(_spec("maml"), PairSource(), config, seed=1)
+    history = result.history
+    assert history["iterations"] == [0, 1, 2, 3, 4]
+    frozen = history["normal"][:4]
+    assert all(table == frozen[0] for table in frozen)
+    assert history["normal"][4] != frozen[0]
+    assert json.loads(json.dumps(history)) == history
+
+
+GENOTYPE = {
+    "normal": [[["sep_conv_3x3", 0], ["skip_connect", 1]], [["dil_conv_3x3", 2], ["conv_5x5", 0]]],
+    "reduce": [[["max_pool_3x3", 0], ["avg_pool_3x3", 1]], [["conv_3x3", 2], ["skip_connect", 1]]],
+    "layout": ["reduce", "normal", "reduce"],
+}
+
+
+def test_genotype_round_trips_through_spec_and_export(tmp_path: Path) -> None:
+    spec = genotype_spec(_spec(), Genotype.model_validate(GENOTYPE), channels=4)
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert data["architecture"]["genotype"] == GENOTYPE
+    assert LearnerSpec.from_dict(data) == spec
+    assert "genotype" not in _spec().to_dict()["architecture"]  # other families unchanged
+
+    source = PairSource()
+    learner = build_learner(spec, source.input_shape, 2, "classification", seed=3)
+    export_learner(learner, tmp_path / "cells", input_shape=source.input_shape)
+    loaded = load_learner(tmp_path / "cells")
+    assert loaded.spec == spec
+    x = source.sample("test", 1, torch.Generator().manual_seed(0)).query_x[0]
+    with torch.no_grad():
+        expected = learner.forward(learner.params, x)
+        assert torch.equal(loaded.learner.forward(loaded.learner.params, x), expected)
+
+
+@pytest.mark.parametrize(
+    "change, hint",
+    [
+        ({"normal": [[["none", 0]]]}, "zero operation"),
+        ({"normal": [[["conv_3x3", 2]]]}, "inputs 0 to 1"),
+        ({"reduce": [[["conv_3x3", 0], ["conv_5x5", 0]]]}, "another input"),
+    ],
+)
+def test_bad_genotypes_are_refused(change: dict, hint: str) -> None:
+    architecture = {"family": "cells", "widths": [4], "genotype": GENOTYPE | change}
+    with pytest.raises(ValueError, match=hint):
+        LearnerSpec.from_dict({"architecture": architecture})
+
+
+def test_darts_study_stores_spec_result_and_history(data_root: Path, tmp_path: Path) -> None:
+    config = StudyConfig.from_dict(
+        {
+            "name": "darts",
+            "task": {"source": "omniglot", "query_shots": 1, "image_size": 14},
+            "space": {
+                "name": "hyper",
+                "fixed": {
+                    "outer.algorithm": "fomaml",
+                    "architecture.head": "gap",
+                    "outer.meta_batch_size": 2,
+                },
+                "dimensions": {
+                    "inner.lr": {"type": "float", "low": 0.1, "high": 0.5, "log": True},
+                    "outer.meta_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                },
+            },
+            "budget": {"iterations": 2, "eval_tasks": 4},
+            "strategy": "darts",
+            "darts": {
+                "iterations": 3,
+                "warmup": 1,
+                "channels": 4,
+                "nodes": 1,
+                "cells": ["reduce"],
+                "history_every": 1,
+            },
+            "device": "cpu",
+        }
+    )
+    study = run_study(config, n_trials=2, data_root=data_root)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for trial in trials:
+        spec = LearnerSpec.from_dict(trial.user_attrs["spec"])
+        assert spec.architecture.family == "cells" and spec.outer.iterations == 2
+        assert trial.user_attrs["result"]["status"] == "complete"
+        assert trial.user_attrs["architecture_weights"]["iterations"] == [0, 1, 2, 3]
+    paths = plot_architecture_weights(study, tmp_path)
+    assert len(paths) == 4 and all(p.is_file() for p in paths)

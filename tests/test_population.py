@@ -1,0 +1,143 @@
+"""Candidates meta-trained together as one population equal each candidate trained alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metasearch import Budget, LearnerSpec, SinusoidSource, SpecError, evaluate
+from metasearch.algorithms import base, get_algorithm
+from metasearch.evaluation import check_population, evaluate_population
+from metasearch.learners import build_learner
+from metasearch.tasks import TaskBatch
+
+CONV = {"widths": [3, 4], "normalization": "batch"}
+WAYS, SHOTS, QUERY, TASKS = 3, 2, 3, 4
+
+
+def random_tasks(seed: int = 0) -> TaskBatch:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(WAYS).repeat_interleave
+    return TaskBatch(
+        torch.randn(TASKS, WAYS * SHOTS, 1, 6, 6, generator=g, dtype=torch.float64),
+        labels(SHOTS).expand(TASKS, -1),
+        torch.randn(TASKS, WAYS * QUERY, 1, 6, 6, generator=g, dtype=torch.float64),
+        labels(QUERY).expand(TASKS, -1),
+    )
+
+
+def candidate(algorithm: str, lr: float, scheme: str, **inner) -> LearnerSpec:
+    return LearnerSpec.from_dict(
+        {
+            "architecture": CONV,
+            "init": {"scheme": scheme},
+            "inner": {"steps": 2, "lr": lr, **inner},
+            "outer": {"algorithm": algorithm},
+        }
+    )
+
+
+def population(algorithm: str, **inner) -> list:
+    specs = [
+        candidate(algorithm, lr, scheme, **inner)
+        for lr, scheme in [(0.3, "kaiming"), (0.1, "xavier"), (0.5, "normal")]
+    ]
+    return [
+        build_learner(s, (1, 6, 6), WAYS, "classification", seed=i, dtype=torch.float64)
+        for i, s in enumerate(specs)
+    ]
+
+
+@pytest.mark.parametrize(
+    "algorithm, inner",
+    [
+        ("maml", {}),
+        ("fomaml", {}),
+        ("metasgd", {"learned": True, "granularity": "per_parameter"}),
+        ("anil", {}),
+        ("reptile", {}),
+        ("mamlpp", {"learned": True, "granularity": "per_layer_per_step"}),
+    ],
+)
+@pytest.mark.parametrize("groups", [2, 12])  # learners in passes of two; all in one pass
+def test_population_meta_gradients_equal_each_candidate_alone(
+    algorithm: str, inner: dict, groups: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "CPU_GROUPS", groups)
+    learners, batch = population(algorithm, **inner), random_tasks()
+    together = get_algorithm(algorithm).population_meta_gradients(learners, batch, 0.5)
+    for learner, result in zip(learners, together, strict=True):
+        alone = get_algorithm(algorithm).meta_gradients(learner, batch, 0.5)
+        for a, b in zip(result.grads, alone.grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(result.task_losses, alone.task_losses, rtol=1e-10, atol=1e-12)
+        assert result.task_losses.shape == (TASKS,)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "reptile", "protonet"])
+def test_grouped_path_equals_vmap_path(algorithm: str) -> None:
+    steps = {"steps": 0} if algorithm == "protonet" else {}
+    learner = population(algorithm, **steps)[0]
+    batch, method = random_tasks(), get_algorithm(algorithm)
+    grouped = method.meta_gradients(learner, batch, 0.0)
+    mapped = method._vmap_meta_gradients(learner, batch, 0.0)
+    for a, b in zip(grouped.grads, mapped.grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        method.predict_tasks(learner, batch), method._vmap_predict_tasks(learner, batch)
+    )
+
+
+def sinusoid(meta_lr: float, inner_lr: float, optimizer: str = "adam") -> LearnerSpec:
+    return LearnerSpec.from_dict(
+        {
+            "architecture": {"family": "mlp", "widths": [16, 16], "normalization": "batch"},
+            "init": {"scheme": "xavier"},
+            "inner": {"lr": inner_lr},
+            "outer": {
+                "meta_batch_size": 4,
+                "iterations": 12,
+                "meta_lr": meta_lr,
+                "optimizer": optimizer,
+            },
+        }
+    )
+
+
+def test_population_results_equal_evaluating_each_alone() -> None:
+    specs = [sinusoid(1e-3, 0.01), sinusoid(3e-3, 0.02, "sgd"), sinusoid(1e-2, 0.005)]
+    source, budget = SinusoidSource(), Budget(eval_tasks=10, eval_every=5, seed=3)
+    together = evaluate_population(specs, source, budget)
+    for spec, result in zip(specs, together, strict=True):
+        alone = evaluate(spec, source, budget)
+        assert result.status == alone.status == "complete"
+        assert result.iterations == alone.iterations == 12
+        assert result.query_loss == pytest.approx(alone.query_loss, rel=1e-5)
+        assert [i for i, _ in result.curve] == [5, 10]
+        for (_, a), (_, b) in zip(result.curve, alone.curve, strict=True):
+            assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_a_pruned_candidate_leaves_and_the_others_go_on() -> None:
+    specs = [sinusoid(1e-3, 0.01), sinusoid(3e-3, 0.02)]
+    budget = Budget(eval_tasks=10, eval_every=5)
+    results = evaluate_population(
+        specs, SinusoidSource(), budget, reports=[lambda i, loss: True, None]
+    )
+    assert results[0].status == "pruned" and results[0].iterations == 5
+    assert results[1].status == "complete" and results[1].iterations == 12
+
+
+def test_candidates_of_different_shapes_are_refused() -> None:
+    check_population([sinusoid(1e-3, 0.01), sinusoid(1e-2, 0.1, "sgd")])
+    data = sinusoid(1e-3, 0.01).model_dump()
+    wider = LearnerSpec.from_dict(
+        {**data, "architecture": {**data["architecture"], "widths": [32]}}
+    )
+    with pytest.raises(SpecError, match=r"differs from candidate 0 in architecture\.widths"):
+        evaluate_population([sinusoid(1e-3, 0.01), wider], SinusoidSource())
+    other = LearnerSpec.from_dict({**data, "outer": {**data["outer"], "algorithm": "fomaml"}})
+    with pytest.raises(SpecError, match="may differ only in init, inner.lr"):
+        check_population([sinusoid(1e-3, 0.01), other])
+    with pytest.raises(SpecError, match="at least one"):
+        check_population([])

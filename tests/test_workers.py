@@ -1,0 +1,217 @@
+"""Many workers, no lost work: checkpoints that resume exactly, SIGTERM, and worker processes on
+one PostgreSQL study, one of them killed in the middle of a trial.
+
+The PostgreSQL tests need a real server: ``METASEARCH_TEST_POSTGRES`` holds its URL (``.ci/run``
+starts one on loopback).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from metasearch import Budget, LearnerSpec, SinusoidSource, evaluate
+from metasearch.evaluation import CheckpointStore, TrainingInterrupted
+from metasearch.search import load_study_file, open_storage
+from metasearch.search.weights import weights_dir
+
+POSTGRES = os.environ.get("METASEARCH_TEST_POSTGRES")
+needs_postgres = pytest.mark.skipif(
+    not POSTGRES, reason="set METASEARCH_TEST_POSTGRES to a PostgreSQL URL (.ci/run does)"
+)
+SPEC = LearnerSpec.from_dict(
+    {
+        "architecture": {"family": "mlp", "widths": [32, 32], "normalization": "none"},
+        "inner": {"steps": 1, "lr": 0.01},
+        "outer": {"algorithm": "maml", "meta_lr": 3e-3, "meta_batch_size": 8},
+    }
+)
+
+
+def test_a_resumed_candidate_ends_exactly_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
+    source, budget = SinusoidSource(), Budget(iterations=60, eval_every=20, eval_tasks=20)
+    straight = evaluate(SPEC, source, budget)
+
+    store = CheckpointStore(tmp_path / "trial", every=10)
+    calls = iter(range(1000))
+    with pytest.raises(TrainingInterrupted, match="meta-iteration 35"):
+        evaluate(SPEC, source, budget, checkpoints=store, stop=lambda: next(calls) == 34)
+    assert store.load() is not None and store.load().iteration == 35
+
+    resumed = evaluate(SPEC, source, budget, checkpoints=store)
+    assert resumed.resumed_from == 35 and resumed.iterations == 60
+    assert resumed.query_loss == pytest.approx(straight.query_loss, rel=1e-5)
+    assert [i for i, _ in resumed.curve] == [20, 40, 60][: len(resumed.curve)] == [20, 40]
+    assert resumed.curve[1][1] == pytest.approx(straight.curve[1][1], rel=1e-5)
+    for name, tensor in straight.learner.state_tensors().items():
+        torch.testing.assert_close(resumed.learner.state_tensors()[name], tensor)
+
+
+def test_a_checkpoint_torn_between_its_files_is_ignored(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "trial", every=5)
+    source, budget = SinusoidSource(), Budget(iterations=12, eval_tasks=4)
+    evaluate(SPEC, source, budget, checkpoints=store)
+    assert store.load() is not None and store.load().iteration == 10
+    record = tmp_path / "trial" / "state.json"
+    record.write_text(record.read_text().replace('"iteration": 10', '"iteration": 5'))
+    assert store.load() is None  # tensors of iteration 10 under the record of iteration 5
+    (tmp_path / "trial" / "state.safetensors").write_bytes(b"\x00" * 10)
+    assert store.load() is None
+
+
+def study_file(tmp_path: Path, storage: str, **fields: Any) -> Path:
+    space = {
+        "name": "workers",
+        "fixed": {
+            "architecture.family": "mlp",
+            "architecture.widths": [32, 32],
+            "architecture.normalization": "none",
+            "outer.algorithm": "maml",
+            "inner.steps": 1,
+            "outer.meta_batch_size": 8,
+        },
+        "dimensions": {
+            "inner.lr": {"type": "float", "low": 0.005, "high": 0.05, "log": True},
+            "outer.meta_lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+        },
+    }
+    study = {
+        "name": f"workers-{uuid.uuid4().hex[:8]}",
+        "task": {"source": "sinusoid"},
+        "space": space,
+        "sampler": {"name": "random"},
+        "budget": {"iterations": 400, "eval_tasks": 20},
+        "trials": 5,
+        "storage": storage,
+        "device": "cpu",
+        "checkpoint_every": 20,
+        "heartbeat": {"interval": 1, "grace_period": 4},
+    } | fields
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def start_worker(path: Path, tmp_path: Path, log_name: str) -> subprocess.Popen[bytes]:
+    log = (tmp_path / log_name).open("wb")
+    environment = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "metasearch", "worker", str(path)],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=environment,
+    )
+
+
+def load(path: Path) -> optuna.Study:
+    config = load_study_file(path)
+    storage = open_storage(config.storage)
+    return optuna.load_study(study_name=config.name, storage=storage)
+
+
+def wait_for_a_checkpointed_trial(path: Path, tmp_path: Path, timeout: float) -> Any:
+    """A running trial that has written a checkpoint (its files sit beside the study)."""
+    end = time.monotonic() + timeout
+    config = load_study_file(path)
+    checkpoints = tmp_path / weights_dir(config.storage, config.name) / "checkpoints"
+    while time.monotonic() < end:
+        try:
+            running = load(path).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:  # the study is not created yet
+            running = []
+        for trial in running:
+            if (checkpoints / f"trial-{trial.number}" / "state.json").is_file():
+                return trial
+        time.sleep(0.2)
+    raise AssertionError("no trial wrote a checkpoint in time")
+
+
+def finish(processes: list[subprocess.Popen[bytes]], tmp_path: Path, timeout: float) -> None:
+    for index, process in enumerate(processes):
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("*.log")))
+            raise AssertionError(f"worker {index} did not finish:\n{logs}") from None
+
+
+def test_sigterm_checkpoints_the_running_trial_and_a_rerun_resumes_it(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    path = study_file(tmp_path, storage, trials=2, budget={"iterations": 600, "eval_tasks": 20})
+    worker = start_worker(path, tmp_path, "worker.log")
+    trial = wait_for_a_checkpointed_trial(path, tmp_path, timeout=120)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "worker.log").read_text()
+
+    study = load(path)
+    interrupted = next(t for t in study.trials if t.number == trial.number)
+    assert interrupted.state == TrialState.FAIL
+    assert "interrupted at meta-iteration" in interrupted.user_attrs["failure"]
+    assert [t.state for t in study.trials if t.number > trial.number] == [TrialState.WAITING]
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+    rerun = start_worker(path, tmp_path, "rerun.log")
+    finish([rerun], tmp_path, timeout=300)
+    study = load(path)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number)
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["failure"] is None
+    assert retry.user_attrs["result"]["resumed_from"] >= 20
+    assert retry.params == interrupted.params
+
+
+@needs_postgres
+def test_three_workers_one_killed_mid_trial_end_with_exactly_the_trials_asked(
+    tmp_path: Path,
+) -> None:
+    assert POSTGRES is not None
+    path = study_file(tmp_path, POSTGRES)
+    workers = [start_worker(path, tmp_path, f"worker{i}.log") for i in range(3)]
+    victim = wait_for_a_checkpointed_trial(path, tmp_path, timeout=180)
+    pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+    finish([w for w in workers if w.pid != pid], tmp_path, timeout=400)
+    assert next(w for w in workers if w.pid == pid).wait(timeout=10) == -signal.SIGKILL
+
+    study = load(path)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 5
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    killed = next(t for t in study.trials if t.number == victim.number)
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert [t.state for t in retries] == [TrialState.COMPLETE]
+    assert retries[0].params == killed.params
+    assert retries[0].user_attrs["result"]["resumed_from"] >= 20
+    # Nothing lost or done twice: every complete trial is a distinct candidate, and every other
+    # failure is a worker's surplus ask that trained nothing.
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 5
+    others = [t for t in study.get_trials(states=(TrialState.FAIL,)) if t.number != killed.number]
+    assert all("nothing was trained" in t.user_attrs["failure"] for t in others)
+
+
+@needs_postgres
+def test_the_password_never_reaches_the_study_or_the_output(tmp_path: Path) -> None:
+    assert POSTGRES is not None
+    path = study_file(tmp_path, POSTGRES, trials=1, budget={"iterations": 5, "eval_tasks": 4})
+    worker = start_worker(path, tmp_path, "worker.log")
+    finish([worker], tmp_path, timeout=120)
+    password = POSTGRES.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    output = (tmp_path / "worker.log").read_text()
+    assert "***" in output and password not in output
+    study = load(path)
+    assert password not in repr(study.user_attrs) + repr(study.trials[0].user_attrs)
