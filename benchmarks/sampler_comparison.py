@@ -2,11 +2,13 @@
 
 Both arms run the same study file (task, search space, per-candidate budget, number of
 trials) and differ only in the sampler and pruner; each seed seeds the sampler and the
-candidates' meta-training alike. The score of a run is the study's final query loss: the best
-complete trial's validation query loss, on the fixed held-out tasks every candidate meets.
+candidates' meta-training alike. The study's per-candidate time limit is dropped, so that every
+candidate gets the same meta-iterations whatever else the machine is doing. The score of a run
+is the study's final query loss: the best complete trial's validation query loss, on the fixed
+held-out tasks every candidate meets.
 
     python benchmarks/sampler_comparison.py                       # sinusoid, seeds 0-4
-    python benchmarks/sampler_comparison.py --seeds 0 1 2 --trials 20
+    python benchmarks/sampler_comparison.py --seeds 0 1 2 --trials 20 --jobs 2
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import csv
 import platform
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -31,6 +34,8 @@ ARMS = {
 
 
 def run_arm(base: StudyConfig, arm: str, seed: int, trials: int) -> dict[str, object]:
+    torch.set_num_threads(1)  # runs share the cores; one thread each keeps them from fighting
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     settings = ARMS[arm]
     options = base.sampler.options if settings["sampler"] == base.sampler.name else {}
     config = base.model_copy(
@@ -41,6 +46,7 @@ def run_arm(base: StudyConfig, arm: str, seed: int, trials: int) -> dict[str, ob
                 update={"name": settings["sampler"], "options": options, "seed": seed}
             ),
             "pruner": base.pruner.model_copy(update={"name": settings["pruner"], "options": {}}),
+            "budget": base.budget.model_copy(update={"time_limit": None}),
         }
     )
     start = time.perf_counter()
@@ -66,17 +72,18 @@ def main() -> None:
     parser.add_argument("--study", default="studies/sinusoid.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--trials", type=int, default=None, help="default: the study's")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, one thread each")
     parser.add_argument("--csv", default="benchmarks/results/sampler_comparison_sinusoid.csv")
     args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     base = load_study_file(args.study)
     trials = args.trials or base.trials
-    rows = []
-    for seed in args.seeds:
-        for arm in ARMS:  # interleaved, so that both arms meet the same machine load
-            row = run_arm(base, arm, seed, trials)
-            rows.append(row)
-            print(", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    runs = [(seed, arm) for seed in args.seeds for arm in ARMS]  # interleaved: same machine load
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_arm, base, arm, seed, trials) for seed, arm in runs]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            print(", ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     with open(args.csv, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))

@@ -215,3 +215,25 @@ def test_the_password_never_reaches_the_study_or_the_output(tmp_path: Path) -> N
     assert "***" in output and password not in output
     study = load(path)
     assert password not in repr(study.user_attrs) + repr(study.trials[0].user_attrs)
+
+
+def test_search_with_two_workers_on_sqlite_ends_with_exactly_the_trials_asked(
+    tmp_path: Path,
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    path = study_file(tmp_path, storage, trials=4, budget={"iterations": 300, "eval_tasks": 10})
+    environment = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "metasearch", "search", str(path), "--workers", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = load(path)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both processes took part
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))

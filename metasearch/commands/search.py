@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from metasearch.commands.common import load_config, study_storage
+from metasearch.commands.common import STORAGE_VARIABLE, load_config, study_storage
 from metasearch.commands.stopping import GracefulStop
 from metasearch.errors import MetasearchError
 from metasearch.search.runner import FINISHED, open_study, run_study
@@ -102,10 +103,11 @@ def _run_workers(
     there are several) and follows the study until they end."""
     study = open_study(config, storage_url)
     target = options.n_trials or config.trials
+    environment = os.environ | {STORAGE_VARIABLE: storage_url}  # not argv: others see that
     processes = [
         # Own sessions: a Ctrl-C in the terminal reaches them once, forwarded below.
         subprocess.Popen(
-            _worker_command(study_file, storage_url, options, index), start_new_session=True
+            _worker_command(study_file, options, index), env=environment, start_new_session=True
         )
         for index in range(workers)
     ]
@@ -127,11 +129,8 @@ def _run_workers(
     return stop.exit_code
 
 
-def _worker_command(
-    study_file: Path, storage_url: str, options: RunOptions, index: int
-) -> list[str]:
+def _worker_command(study_file: Path, options: RunOptions, index: int) -> list[str]:
     command = [sys.executable, "-m", "metasearch", "worker", str(study_file)]
-    command += ["--storage", storage_url]
     if options.n_trials is not None:
         command += ["--n-trials", str(options.n_trials)]
     if options.timeout is not None:
