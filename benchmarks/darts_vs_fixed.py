@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from metasearch.darts import DartsConfig, genotype_spec, search_architecture
+from metasearch.darts.plot import draw_history
 from metasearch.evaluation import Budget, EvaluationResult, evaluate
 from metasearch.spec import LearnerSpec
 from metasearch.tasks import omniglot
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", type=Path, default=RESULTS / "darts_vs_fixed.csv")
+    parser.add_argument("--plot", type=Path, default=None, help="folder for weight plots")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,6 +89,11 @@ def main() -> None:
         darts.channels,
     )
     print(f"derived genotype ({searched.seconds:.0f} s of search): {searched.genotype}")
+    if args.plot is not None:
+        args.plot.mkdir(parents=True, exist_ok=True)
+        for kind in ("normal", "reduce"):
+            figure = draw_history(searched.history, kind, f"Omniglot 5-way 1-shot: {kind} cell")
+            figure.savefig(args.plot / f"architecture-weights-{kind}.png", dpi=100)
     trained = evaluate(derived, source, Budget(iterations=args.train_iterations, **test))
     total = time.perf_counter() - start
     print(f"darts: {_line(trained)} in {total:.0f} s")

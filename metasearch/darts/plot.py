@@ -29,13 +29,15 @@ def plot_architecture_weights(study: optuna.Study, out_dir: str | Path) -> list[
         history = trial.user_attrs[HISTORY_ATTR]
         for kind in ("normal", "reduce"):
             path = out / f"architecture-weights-trial-{trial.number}-{kind}.png"
-            _draw(history, kind, f"trial {trial.number}: {kind} cell").savefig(path, dpi=100)
+            draw_history(history, kind, f"trial {trial.number}: {kind} cell").savefig(path, dpi=100)
             plt.close("all")
             paths.append(path)
     return paths
 
 
-def _draw(history: dict, kind: str, title: str) -> plt.Figure:
+def draw_history(history: dict, kind: str, title: str) -> plt.Figure:
+    """One panel per edge of the ``kind`` cell: each operation's softmax weight over the
+    iterations of a search's ``history`` (:attr:`SearchResult.history`)."""
     edges, operations = history["edges"], history["operations"]
     columns = min(len(edges), 5)
     rows = math.ceil(len(edges) / columns)
