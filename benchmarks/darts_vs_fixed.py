@@ -9,7 +9,8 @@ tasks (adaptation on each support set, accuracy on its query set, 95% confidence
 
 Usage (reads Omniglot from ``--data-root`` or ``$METASEARCH_DATA``)::
 
-    python benchmarks/darts_vs_fixed.py                       # about 8 minutes on 2 busy CPU cores
+    python benchmarks/darts_vs_fixed.py --threads 1 --search-iterations 100 --warmup 30 \
+        --train-iterations 600 --test-tasks 200 --plot docs/darts    # the README's run, 12 min
     python benchmarks/darts_vs_fixed.py --search-iterations 4 --warmup 2 --train-iterations 4
 """
 
