@@ -9,10 +9,12 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 import yaml
 from optuna.trial import TrialState
 
 from metasearch import SpecError
+from metasearch.algorithms import MetaAlgorithm
 from metasearch.search import (
     StudyConfig,
     best_trials,
@@ -198,3 +200,36 @@ def test_a_space_the_task_cannot_take_is_refused_before_any_trial() -> None:
     config = StudyConfig.from_dict(STUDY | {"space": space})
     with pytest.raises(SpecError, match="protonet needs classification tasks"):
         run_study(config)
+
+
+def test_a_candidate_out_of_device_memory_fails_with_its_reason_and_the_study_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CI has no GPU to exhaust: the meta-step of the first candidate raises what CUDA raises.
+    original, calls = MetaAlgorithm.meta_gradients, []
+
+    def first_runs_out(self: MetaAlgorithm, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, *args)
+
+    monkeypatch.setattr(MetaAlgorithm, "meta_gradients", first_runs_out)
+    study = run_study(StudyConfig.from_dict(STUDY | {"trials": 2}))
+    assert states(study) == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    failed = study.trials[0]
+    assert "ran out of device memory" in failed.user_attrs["failure"]
+    assert failed.user_attrs["result"]["iterations"] == 2
+
+
+def test_a_journal_storage_runs_and_resumes_a_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # trial weights go to ./<study>.weights/ beside such storages
+    storage = f"journal:{tmp_path / 'tiny.log'}"
+    config = StudyConfig.from_dict(STUDY | {"trials": 2})
+    run_study(config, storage=storage)
+    study = run_study(config, n_trials=3, storage=storage)
+    assert states(study) == [TrialState.COMPLETE] * 3
+    assert len({t.params["inner.lr"] for t in study.trials}) == 3
+    assert (tmp_path / "tiny.weights" / "tiny" / "trial-2.safetensors").is_file()
