@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from metasearch import Budget, LearnerSpec, SinusoidSource, SpecError, evaluate
 from metasearch.algorithms import base, get_algorithm
 from metasearch.evaluation import check_population, evaluate_population
 from metasearch.learners import build_learner
+from metasearch.search import StudyConfig, open_study, run_study
+from metasearch.search.population import is_free
 from metasearch.tasks import TaskBatch
 
 CONV = {"widths": [3, 4], "normalization": "batch"}
@@ -141,3 +145,65 @@ def test_candidates_of_different_shapes_are_refused() -> None:
         check_population([sinusoid(1e-3, 0.01), other])
     with pytest.raises(SpecError, match="at least one"):
         check_population([])
+
+
+POPULATION_STUDY = {
+    "name": "population",
+    "task": {"source": "sinusoid", "shots": 5, "query_points": 5},
+    "space": {
+        "name": "shapes-and-rates",
+        "fixed": {"architecture.family": "mlp", "architecture.normalization": "none"},
+        "dimensions": {
+            "architecture.depth": {"type": "int", "low": 1, "high": 2},
+            "architecture.widths": {"type": "int", "low": 8, "high": 32, "per_layer": True},
+            "outer.algorithm": {"type": "categorical", "choices": ["maml", "fomaml"]},
+            "init.scheme": {"type": "categorical", "choices": ["kaiming", "xavier", "normal"]},
+            "inner.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
+            "outer.meta_lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+        },
+    },
+    "sampler": {"name": "random"},
+    "budget": {"iterations": 15, "eval_tasks": 10},
+    "trials": 5,
+    "population": 3,
+    "device": "cpu",
+}
+
+
+def test_a_population_study_trains_trials_of_one_shape_together_as_each_alone() -> None:
+    config = StudyConfig.from_dict(POPULATION_STUDY)
+    study = run_study(config)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5  # populations of 3, then 2
+    for members in (trials[:3], trials[3:]):
+        shapes = [{k: v for k, v in t.params.items() if not is_free(k)} for t in members]
+        assert all(shape == shapes[0] for shape in shapes)
+        assert len({t.params["inner.lr"] for t in members}) == len(members)
+    source, budget = SinusoidSource(shots=5, query_points=5), config.budget.to_budget(config.seed)
+    for trial in (trials[1], trials[4]):
+        alone = evaluate(LearnerSpec.from_dict(trial.user_attrs["spec"]), source, budget)
+        assert trial.value == pytest.approx(alone.query_loss, rel=1e-4)
+
+
+def test_a_population_with_a_diverging_member_loses_only_that_member() -> None:
+    config = StudyConfig.from_dict(POPULATION_STUDY | {"trials": 3})
+    storage = optuna.storages.InMemoryStorage()
+    study = open_study(config, storage)
+    study.enqueue_trial({"outer.algorithm": "fomaml", "architecture.depth": 1, "inner.lr": 0.01})
+    with pytest.warns(UserWarning, match="out of range"):  # the member's rate is absurd
+        study.enqueue_trial({"inner.lr": 1e30})
+        study = run_study(config, storage=storage)
+    complete, fail = TrialState.COMPLETE, TrialState.FAIL
+    assert [t.state for t in study.trials] == [complete, fail, complete, complete]
+    failure = study.trials[1].user_attrs["failure"]
+    assert "diverged" in failure or "not finite" in failure
+    assert study.trials[1].params["architecture.depth"] == 1  # it was a member all the same
+
+
+def test_population_and_darts_do_not_mix() -> None:
+    study = POPULATION_STUDY | {
+        "task": {"source": "omniglot", "ways": 5, "shots": 1},
+        "strategy": "darts",
+    }
+    with pytest.raises(SpecError, match="population"):
+        StudyConfig.from_dict(study)

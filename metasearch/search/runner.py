@@ -34,15 +34,16 @@ from metasearch.darts import darts_architecture
 from metasearch.errors import SpecError
 from metasearch.evaluation import (
     CheckpointStore,
-    EvaluationResult,
     TrainingInterrupted,
     check_compatible,
     evaluate,
 )
+from metasearch.search.population import run_population
 from metasearch.search.samplers import make_pruner, make_sampler
 from metasearch.search.storage import open_storage, redact
 from metasearch.search.study import DIRECTIONS, StudyConfig, build_source
 from metasearch.search.suggest import suggest
+from metasearch.search.trials import as_trained, objective_values, reporter
 from metasearch.search.weights import save_trial_weights, weights_dir
 from metasearch.spec import ArchitectureSpec, LearnerSpec, OuterLoopSpec
 from metasearch.tasks import TaskSource
@@ -142,6 +143,21 @@ def run_study(
             _fail_stale_trials(study)  # the rest is running elsewhere: take it over if it dies
             time.sleep(POLL_SECONDS)
             continue
+        if config.population > 1:
+            size = min(config.population, target - _count(study, ACTIVE))
+            space, budget = config.space, objective.budget
+            run_population(
+                study,
+                space,
+                source,
+                budget,
+                config.objectives,
+                size,
+                target,
+                files,
+                [streak, *callbacks],
+            )
+            continue
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[streak, *callbacks])
         if objective.interrupted is not None:
             _retry(study, objective.interrupted)
@@ -212,11 +228,9 @@ class _Objective:
         spec = suggest(trial, self.space)
         if self.darts is not None:  # strategy darts: the architecture by differentiable search
             spec = darts_architecture(trial, spec, self.source, self.darts, self.budget.seed)
-        if self.budget.iterations is not None:  # the spec records what was really trained
-            outer = spec.outer.model_copy(update={"iterations": self.budget.iterations})
-            spec = spec.model_copy(update={"outer": outer})
+        spec = as_trained(spec, self.budget)
         trial.set_user_attr("spec", spec.to_dict())
-        report = None if self.multi_objective else _reporter(trial)
+        report = None if self.multi_objective else reporter(trial)
         checkpoints = self._checkpoints(trial)
         result = evaluate(
             spec, self.source, self.budget, report=report, checkpoints=checkpoints, stop=self.stop
@@ -232,7 +246,7 @@ class _Objective:
             raise optuna.TrialPruned(result.reason)
         if self.files is not None and result.learner is not None:
             save_trial_weights(self.files, trial, result.learner)
-        return [_objective_value(result, name) for name in self.objectives]
+        return objective_values(result, self.objectives)
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         """Whether ``target`` other trials were active before this one."""
@@ -247,19 +261,6 @@ class _Objective:
         number = frozen.system_attrs.get("failed_trial", trial.number)  # set by retries
         directory = self.files / "checkpoints" / f"trial-{number}"
         return CheckpointStore(directory, self.checkpoint_every)
-
-
-def _reporter(trial: optuna.Trial) -> Callable[[int, float], bool]:
-    def report(iteration: int, validation_loss: float) -> bool:
-        trial.report(validation_loss, iteration)
-        return trial.should_prune()
-
-    return report
-
-
-def _objective_value(result: EvaluationResult, name: str) -> float:
-    value = getattr(result, name)
-    return math.nan if value is None else float(value)
 
 
 class _FailureStreak:

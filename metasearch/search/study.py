@@ -17,6 +17,7 @@
     strategy: blackbox                # or darts: the architecture by differentiable search
     darts: {iterations: 200}          # strategy darts only; see metasearch.darts.DartsConfig
     checkpoint_every: null            # meta-iterations; default budget.eval_every, else 100
+    population: 1                     # candidates of one shape meta-trained together
     heartbeat: {interval: 5, grace_period: 30}   # seconds; a silent trial is retried
 """
 
@@ -186,6 +187,7 @@ class StudyConfig(_Model):
     darts: DartsConfig | None = Field(None, validate_default=True)
     checkpoint_every: int | None = Field(None, ge=1)
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    population: int = Field(1, ge=1)
 
     _path: Path | None = PrivateAttr(None)
     _sha256: str | None = PrivateAttr(None)
@@ -275,6 +277,13 @@ class StudyConfig(_Model):
         if isinstance(info.data.get("task"), SinusoidTask):
             raise ValueError("strategy darts searches convolutional cells; it needs image tasks")
         return darts or DartsConfig()
+
+    @field_validator("population")
+    @classmethod
+    def _population(cls, population: int, info: ValidationInfo) -> int:
+        if population > 1 and info.data.get("strategy") == "darts":
+            raise ValueError("strategy darts searches an architecture per trial; use population: 1")
+        return population
 
 
 def load_study_file(path: str | Path) -> StudyConfig:

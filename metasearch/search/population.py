@@ -1,0 +1,147 @@
+"""Population runs (``population: P`` in a study file): candidates of one shape trained together.
+
+A population's first trial samples the whole space. The other trials are asked with its shape
+parameters fixed (Optuna's ``PartialFixedSampler`` around the study's sampler), so the sampler
+chooses only what a population may vary (:data:`~metasearch.evaluation.population.FREE_FIELDS`:
+initialization, inner and meta learning rates, outer optimizer). All of them meta-train as one
+batched computation (:func:`~metasearch.evaluation.evaluate_population`) and are told their
+results through Optuna's ask-and-tell interface. Trials keep heartbeats while they run; there
+are no in-trial checkpoints, so a stop request ends the run after the running population.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import FrozenTrial, TrialState
+
+from metasearch.evaluation import Budget, EvaluationResult, evaluate_population
+from metasearch.evaluation.population import FREE_FIELDS
+from metasearch.search.space import SearchSpace
+from metasearch.search.suggest import suggest
+from metasearch.search.trials import as_trained, objective_values, reporter
+from metasearch.search.weights import save_trial_weights
+from metasearch.spec import LearnerSpec
+from metasearch.tasks import TaskSource
+
+log = logging.getLogger(__name__)
+ACTIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def is_free(param: str) -> bool:
+    """Whether the Optuna parameter ``param`` may differ between members of a population."""
+    return any(param == field or param.startswith(f"{field}.") for field in FREE_FIELDS)
+
+
+def run_population(
+    study: optuna.Study,
+    space: SearchSpace,
+    source: TaskSource,
+    budget: Budget,
+    objectives: Sequence[str],
+    size: int,
+    target: int,
+    files: Path | None = None,
+    callbacks: Iterable[Callback] = (),
+) -> None:
+    """Asks up to ``size`` trials of one shape, meta-trains them together and tells each its
+    result; ``callbacks`` are called after each trial, as Optuna calls them after ``optimize``'s.
+    A trial whose spec is invalid fails alone; the population goes on without it. A trial asked
+    when the study already holds ``target`` others (other workers took them) fails untrained."""
+    members: list[tuple[optuna.Trial, LearnerSpec]] = []
+    sampler = study.sampler
+    try:
+        for _ in range(size):
+            trial = study.ask()
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            trial.set_user_attr("failure", None)
+            if _surplus(study, trial, target):
+                reason = f"the study already has its {target} trials; nothing was trained"
+                _tell_failure(study, trial, reason, callbacks)
+                break
+            try:
+                spec = as_trained(suggest(trial, space), budget)
+            except Exception as error:
+                _tell_failure(study, trial, f"{type(error).__name__}: {error}", callbacks)
+                if not members and study.sampler is sampler:
+                    return  # the leader's shape is not a valid learner: no population
+                continue
+            trial.set_user_attr("spec", spec.to_dict())
+            members.append((trial, spec))
+            if study.sampler is sampler:  # the leader: the others keep its shape
+                study.sampler = _keeping_shape(trial.params, sampler)
+    finally:
+        study.sampler = sampler
+    if not members:
+        return
+    trials = [trial for trial, _ in members]
+    reports = [reporter(trial) if len(objectives) == 1 else None for trial in trials]
+    with contextlib.ExitStack() as heartbeats:
+        for trial in trials:
+            heartbeats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+        try:
+            results = evaluate_population(
+                [spec for _, spec in members], source, budget, reports=reports
+            )
+        except Exception as error:  # e.g. an out-of-memory outside one candidate's step
+            for trial in trials:
+                _tell_failure(study, trial, f"{type(error).__name__}: {error}", callbacks)
+            return
+    for trial, result in zip(trials, results, strict=True):
+        _tell(study, trial, result, objectives, files, callbacks)
+
+
+def _keeping_shape(
+    params: dict[str, object], sampler: optuna.samplers.BaseSampler
+) -> optuna.samplers.BaseSampler:
+    """``sampler``, with the leader's parameters that a population shares fixed."""
+    shape = {name: value for name, value in params.items() if not is_free(name)}
+    with warnings.catch_warnings():  # Optuna marks PartialFixedSampler experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.PartialFixedSampler(shape, sampler)
+
+
+def _surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
+    earlier = study.get_trials(deepcopy=False, states=ACTIVE)
+    return sum(t.number < trial.number for t in earlier) >= target
+
+
+def _tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    result: EvaluationResult,
+    objectives: Sequence[str],
+    files: Path | None,
+    callbacks: Iterable[Callback],
+) -> None:
+    trial.set_user_attr("result", result.to_dict())
+    if result.status == "failed":
+        _tell_failure(study, trial, result.reason or "failed", callbacks)
+        return
+    if result.status == "pruned":
+        frozen = study.tell(trial, state=TrialState.PRUNED)
+    else:
+        if files is not None and result.learner is not None:
+            save_trial_weights(files, trial, result.learner)
+        frozen = study.tell(trial, objective_values(result, objectives))
+    for callback in callbacks:
+        callback(study, frozen)
+
+
+def _tell_failure(
+    study: optuna.Study, trial: optuna.Trial, reason: str, callbacks: Iterable[Callback]
+) -> None:
+    log.warning("trial %d failed: %s", trial.number, reason)
+    trial.set_user_attr("failure", reason)
+    frozen = study.tell(trial, state=TrialState.FAIL)
+    for callback in callbacks:
+        callback(study, frozen)
