@@ -72,7 +72,7 @@ def run_population(
                 spec = as_trained(suggest(trial, space), budget)
             except Exception as error:
                 _tell_failure(study, trial, f"{type(error).__name__}: {error}", callbacks)
-                if not members and study.sampler is sampler:
+                if study.sampler is sampler:
                     return  # the leader's shape is not a valid learner: no population
                 continue
             trial.set_user_attr("spec", spec.to_dict())
