@@ -19,9 +19,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from metasearch.commands.common import STORAGE_VARIABLE, load_config, study_storage
 from metasearch.commands.stopping import GracefulStop
 from metasearch.errors import MetasearchError
-from metasearch.search.runner import FINISHED, open_study, run_study
+from metasearch.search.runner import open_study, run_study
 from metasearch.search.storage import redact
 from metasearch.search.study import StudyConfig, build_source
+from metasearch.search.trials import FINISHED
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -27,13 +25,12 @@ from metasearch.evaluation import Budget, EvaluationResult, evaluate_population
 from metasearch.evaluation.population import FREE_FIELDS
 from metasearch.search.space import SearchSpace
 from metasearch.search.suggest import suggest
-from metasearch.search.trials import as_trained, objective_values, reporter
+from metasearch.search.trials import as_trained, objective_values, reporter, start, surplus
 from metasearch.search.weights import save_trial_weights
 from metasearch.spec import LearnerSpec
 from metasearch.tasks import TaskSource
 
 log = logging.getLogger(__name__)
-ACTIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 
@@ -62,9 +59,8 @@ def run_population(
     try:
         for _ in range(size):
             trial = study.ask()
-            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            trial.set_user_attr("failure", None)
-            if _surplus(study, trial, target):
+            start(trial)
+            if surplus(trial, target):
                 reason = f"the study already has its {target} trials; nothing was trained"
                 _tell_failure(study, trial, reason, callbacks)
                 break
@@ -108,11 +104,6 @@ def _keeping_shape(
     with warnings.catch_warnings():  # Optuna marks PartialFixedSampler experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.PartialFixedSampler(shape, sampler)
-
-
-def _surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
-    earlier = study.get_trials(deepcopy=False, states=ACTIVE)
-    return sum(t.number < trial.number for t in earlier) >= target
 
 
 def _tell(

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import socket
 import time
 import warnings
 import zlib
@@ -43,15 +41,22 @@ from metasearch.search.samplers import make_pruner, make_sampler
 from metasearch.search.storage import open_storage, redact
 from metasearch.search.study import DIRECTIONS, StudyConfig, build_source
 from metasearch.search.suggest import suggest
-from metasearch.search.trials import as_trained, objective_values, reporter
+from metasearch.search.trials import (
+    ACTIVE,
+    FINISHED,
+    as_trained,
+    objective_values,
+    reporter,
+    start,
+    surplus,
+    worker_name,
+)
 from metasearch.search.weights import save_trial_weights, weights_dir
 from metasearch.spec import ArchitectureSpec, LearnerSpec, OuterLoopSpec
 from metasearch.tasks import TaskSource
 
 log = logging.getLogger(__name__)
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-ACTIVE = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 POLL_SECONDS = 2.0
 """How often a worker with nothing to take looks again (others' trials may die and be retried)."""
 MAX_FAILURES_IN_A_ROW = 10
@@ -119,7 +124,7 @@ def run_study(
     for a retry, and the run returns. A ``worker`` seeds its sampler apart from other workers'.
     """
     storage = storage if storage is not None else config.storage
-    worker_seed = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) if worker else 0
+    worker_seed = zlib.crc32(worker_name().encode()) if worker else 0
     study = open_study(config, storage, worker_seed)
     target = config.trials if n_trials is None else n_trials
     if _count(study, FINISHED) >= target:
@@ -208,8 +213,7 @@ class _Objective:
         self.interrupted: int | None = None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        trial.set_user_attr("failure", None)  # a retry inherits its failed original's attributes
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        start(trial)
         try:
             return self._evaluate(trial)
         except optuna.TrialPruned:
@@ -223,7 +227,7 @@ class _Objective:
             raise
 
     def _evaluate(self, trial: optuna.Trial) -> list[float]:
-        if self._surplus(trial):
+        if surplus(trial, self.target):
             raise _Surplus(f"the study already has its {self.target} trials; nothing was trained")
         spec = suggest(trial, self.space)
         if self.darts is not None:  # strategy darts: the architecture by differentiable search
@@ -247,11 +251,6 @@ class _Objective:
         if self.files is not None and result.learner is not None:
             save_trial_weights(self.files, trial, result.learner)
         return objective_values(result, self.objectives)
-
-    def _surplus(self, trial: optuna.Trial) -> bool:
-        """Whether ``target`` other trials were active before this one."""
-        earlier = trial.study.get_trials(deepcopy=False, states=ACTIVE)
-        return sum(t.number < trial.number for t in earlier) >= self.target
 
     def _checkpoints(self, trial: optuna.Trial) -> CheckpointStore | None:
         """The trial's checkpoints, shared with the trial it retries (if any)."""

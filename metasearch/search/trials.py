@@ -1,14 +1,41 @@
-"""What every way of running a trial shares: the spec as trained, pruning reports, objectives."""
+"""What every way of running a trial shares: trial states, who runs it, whether it is one too
+many, the spec as trained, pruning reports and objective values."""
 
 from __future__ import annotations
 
 import math
+import os
+import socket
 from collections.abc import Callable, Sequence
 
 import optuna
+from optuna.trial import TrialState
 
 from metasearch.evaluation import Budget, EvaluationResult
 from metasearch.spec import LearnerSpec
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ACTIVE = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+
+
+def worker_name() -> str:
+    """This process, as ``host:pid``: a trial's ``worker`` attribute (asked at each call, so
+    that forked processes name themselves)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def start(trial: optuna.Trial) -> None:
+    """Marks ``trial`` as this worker's, with no failure yet (a retry inherits its failed
+    original's attributes)."""
+    trial.set_user_attr("failure", None)
+    trial.set_user_attr("worker", worker_name())
+
+
+def surplus(trial: optuna.Trial, target: int) -> bool:
+    """Whether ``target`` other trials were active before ``trial``: other workers took the
+    study's last ones at the same moment."""
+    earlier = trial.study.get_trials(deepcopy=False, states=ACTIVE)
+    return sum(t.number < trial.number for t in earlier) >= target
 
 
 def as_trained(spec: LearnerSpec, budget: Budget) -> LearnerSpec:
