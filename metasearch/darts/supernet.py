@@ -19,7 +19,7 @@ from metasearch.darts.cells import Cell, CellNetwork
 from metasearch.darts.operations import OPS
 from metasearch.learners.init import initialize
 from metasearch.learners.inner_lr import InnerLearningRates
-from metasearch.learners.learner import Learner, adapted_names
+from metasearch.learners.learner import Learner, adapted_names, meta_parameters
 from metasearch.learners.networks import Network
 from metasearch.spec import CellKind, LearnerSpec
 from metasearch.tasks.base import TaskSource
@@ -129,13 +129,7 @@ def build_supernet_learner(
         network = Network(body, nn.Linear(features, source.n_outputs))
         initialize(network, network.head, spec.init)
     network = network.to(source.device).train()
-    params = {
-        n: p.detach().clone().requires_grad_()
-        for n, p in network.named_parameters()
-        if not (spec.outer.algorithm == "protonet" and n.startswith("head."))
-    }
-    for p in network.parameters():  # the module is a template; its own tensors are never trained
-        p.requires_grad_(False)
+    params = meta_parameters(spec, network)
     adapted = [n for n in adapted_names(spec, params) if not n.startswith(ALPHAS)]
     inner_lrs = InnerLearningRates.create(spec.inner, params, adapted)
     return SupernetLearner(spec, network, params, inner_lrs, source.kind, source.n_outputs)

@@ -98,15 +98,22 @@ def build_learner(
         network = build_network(spec.architecture, input_shape, n_outputs)
         initialize(network, network.head, spec.init)
     network = network.to(device=device, dtype=dtype).train()
+    params = meta_parameters(spec, network)
+    inner_lrs = InnerLearningRates.create(spec.inner, params, adapted_names(spec, params))
+    return Learner(spec, network, params, inner_lrs, task_kind, n_outputs)
+
+
+def meta_parameters(spec: LearnerSpec, network: Network) -> Params:
+    """Trainable copies of ``network``'s initialized tensors (Prototypical Networks keep no
+    head); the module becomes a template whose own tensors are never trained."""
     params = {
         n: p.detach().clone().requires_grad_()
         for n, p in network.named_parameters()
         if not (spec.outer.algorithm == "protonet" and n.startswith("head."))
     }
-    for p in network.parameters():  # the module is a template; its own tensors are never trained
+    for p in network.parameters():
         p.requires_grad_(False)
-    inner_lrs = InnerLearningRates.create(spec.inner, params, adapted_names(spec, params))
-    return Learner(spec, network, params, inner_lrs, task_kind, n_outputs)
+    return params
 
 
 def adapted_names(spec: LearnerSpec, params: Params) -> list[str]:
