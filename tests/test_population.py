@@ -6,6 +6,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
+from test_algorithms import TASKS, WAYS, random_tasks  # the same random tasks
 
 from metasearch import Budget, LearnerSpec, SinusoidSource, SpecError, evaluate
 from metasearch.algorithms import base, get_algorithm
@@ -13,21 +14,8 @@ from metasearch.evaluation import check_population, evaluate_population
 from metasearch.learners import build_learner
 from metasearch.search import StudyConfig, open_study, run_study
 from metasearch.search.population import is_free
-from metasearch.tasks import TaskBatch
 
 CONV = {"widths": [3, 4], "normalization": "batch"}
-WAYS, SHOTS, QUERY, TASKS = 3, 2, 3, 4
-
-
-def random_tasks(seed: int = 0) -> TaskBatch:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(WAYS).repeat_interleave
-    return TaskBatch(
-        torch.randn(TASKS, WAYS * SHOTS, 1, 6, 6, generator=g, dtype=torch.float64),
-        labels(SHOTS).expand(TASKS, -1),
-        torch.randn(TASKS, WAYS * QUERY, 1, 6, 6, generator=g, dtype=torch.float64),
-        labels(QUERY).expand(TASKS, -1),
-    )
 
 
 def candidate(algorithm: str, lr: float, scheme: str, **inner) -> LearnerSpec:
