@@ -9,6 +9,8 @@ group is still normalized by its own statistics. Dense layers are batched matrix
 
 This is the same function as running each group's network alone, with plain autograd through
 it; on the CPU it avoids the slow batching rules of pooling and normalization under ``vmap``.
+A first convolution and its batch normalization run as one convolution with the normalization
+folded into its weights (:mod:`metasearch.learners.input_block`).
 Networks with modules not listed in :data:`_MAPS` or :data:`_VECTORS` are not supported
 (:func:`supports`), and the algorithms then fall back to ``vmap``.
 """
@@ -21,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metasearch.learners.input_block import folds_input_norm, normalized_input_conv
 from metasearch.learners.learner import Learner, Params
-from metasearch.learners.networks import ACTIVATIONS, BatchStatNorm, Network
+from metasearch.learners.networks import ACTIVATIONS, BatchStatNorm, Network, at_least_float32
 from metasearch.spec import LearnerSpec
 from metasearch.tasks.base import TaskBatch
 
@@ -62,6 +65,7 @@ def _linear(module: nn.Module, h: Tensor, weight: Opt, bias: Opt, g: int) -> Ten
 
 def _batch_norm_rows(module: nn.Module, h: Tensor, weight: Opt, bias: Opt, g: int) -> Tensor:
     assert isinstance(module, BatchStatNorm) and weight is not None and bias is not None
+    h = at_least_float32(h)
     mean = h.mean(1, keepdim=True)
     var = (h - mean).pow(2).mean(1, keepdim=True)
     return (h - mean) * torch.rsqrt(var + module.eps) * weight[:, None] + bias[:, None]
@@ -143,6 +147,7 @@ class GroupedLearner:
         self.adapted_names = first.adapted_names
         self._maps = has_maps(first.network)
         self._order = _pool_first(list(first.network.body))
+        self._fold = self._maps and folds_input_norm(list(first.network.body))
 
     def params(self, detach: bool = False) -> Params:
         """Every learner's parameters, repeated for each of its tasks: ``[G, *shape]``."""
@@ -168,7 +173,14 @@ class GroupedLearner:
             layers = _MAPS
         else:
             h, layers = x, _VECTORS
-        for index in self._order:
+        order = self._order
+        if self._fold:  # the order keeps the first convolution and its normalization in place
+            body = self.network.body
+            names = ("body.0.weight", "body.0.bias", "body.1.weight", "body.1.bias")
+            block = [params.get(name) for name in names]
+            h = normalized_input_conv(body[0], body[1], h, block, groups)
+            order = order[2:]
+        for index in order:
             module = self.network.body[index]
             weight, bias = params.get(f"body.{index}.weight"), params.get(f"body.{index}.bias")
             h = layers[type(module)](module, h, weight, bias, groups)

@@ -38,6 +38,7 @@ class BatchStatNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor) -> Tensor:
+        x = at_least_float32(x)  # statistics of bfloat16 values lose too much
         dims = [0, *range(2, x.dim())]
         mean = x.mean(dims, keepdim=True)
         var = (x - mean).pow(2).mean(dims, keepdim=True)
@@ -45,6 +46,11 @@ class BatchStatNorm(nn.Module):
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(
             shape
         )
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32 where it is in a lower precision (mixed precision), else unchanged."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class Network(nn.Module):
