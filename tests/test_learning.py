@@ -43,7 +43,10 @@ def test_maml_on_sinusoid_adapts_far_below_its_unadapted_loss() -> None:
 
 
 @pytest.mark.data
-def test_maml_learns_omniglot_5way_1shot_on_a_cpu(omniglot_5way: ClassificationSource) -> None:
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_maml_learns_omniglot_5way_1shot_on_a_cpu(
+    omniglot_5way: ClassificationSource, precision: str
+) -> None:
     spec = LearnerSpec.from_dict(
         {
             "architecture": {"widths": [32, 32, 32, 32]},
@@ -54,6 +57,7 @@ def test_maml_learns_omniglot_5way_1shot_on_a_cpu(omniglot_5way: ClassificationS
                 "meta_lr": 3e-3,
                 "meta_batch_size": 8,
                 "iterations": 300,
+                "precision": precision,
             },
         }
     )

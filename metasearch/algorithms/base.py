@@ -74,17 +74,20 @@ class MetaAlgorithm:
     ) -> list[MetaGradients]:
         """:meth:`meta_gradients` of each of ``learners`` (one shape) on the same batch, computed
         together: all at once, or :data:`CPU_GROUPS` learner-task pairs at a time where
-        :func:`_in_cache` says so."""
-        if not grouped.supports(learners[0].network):
-            return [self._vmap_meta_gradients(learner, batch, progress) for learner in learners]
-        size = CPU_GROUPS if _in_cache(learners[0], batch) else len(learners)
-        return [
-            result
-            for start in range(0, len(learners), size)
-            for result in self._grouped_meta_gradients(
-                learners[start : start + size], batch, progress
-            )
-        ]
+        :func:`_in_cache` says so. In the precision the learners' spec asks for."""
+        with _arithmetic(learners[0], batch.support_x.device):
+            if not grouped.supports(learners[0].network):
+                results = [self._vmap_meta_gradients(one, batch, progress) for one in learners]
+            else:
+                size = CPU_GROUPS if _in_cache(learners[0], batch) else len(learners)
+                results = [
+                    result
+                    for start in range(0, len(learners), size)
+                    for result in self._grouped_meta_gradients(
+                        learners[start : start + size], batch, progress
+                    )
+                ]
+        return [MetaGradients(r.grads, r.task_losses.float()) for r in results]
 
     def _grouped_meta_gradients(
         self, learners: Sequence[Learner], batch: TaskBatch, progress: float
@@ -150,6 +153,14 @@ def chunk_tasks(learner: Learner, learners: int, batch: TaskBatch) -> int:
     if not _in_cache(learner, batch):
         return batch.n_tasks
     return max(1, CPU_GROUPS // learners)
+
+
+def _arithmetic(learner: Learner, device: torch.device) -> torch.autocast:
+    """``torch.autocast`` to bfloat16 where the spec's ``outer.precision`` asks for mixed
+    precision; a context that changes nothing otherwise. Its cache of cast weights is off: the
+    inner loop's transforms wrap the same weights at several levels."""
+    mixed = learner.spec.outer.precision == "bfloat16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed, cache_enabled=False)
 
 
 def _in_cache(learner: Learner, batch: TaskBatch) -> bool:

@@ -1,0 +1,68 @@
+"""Mixed precision (``outer.precision: bfloat16``): the same meta-gradients to bfloat16's accuracy,
+float32 results, and real learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from metasearch import LearnerSpec, SinusoidSource
+from metasearch.algorithms import get_algorithm
+from metasearch.learners import build_learner
+from metasearch.tasks import TaskBatch
+
+ARCHITECTURES = {  # architecture, input shape, inner learning rate
+    "conv": ({"widths": [16, 16], "normalization": "batch"}, (1, 12, 12), 0.1),
+    "mlp": ({"family": "mlp", "widths": [40, 40], "normalization": "none"}, (1,), 0.01),
+}
+
+
+def spec(family: str, algorithm: str, precision: str) -> LearnerSpec:
+    return LearnerSpec.from_dict(
+        {
+            "architecture": ARCHITECTURES[family][0],
+            "inner": {"steps": 2, "lr": ARCHITECTURES[family][2]},
+            "outer": {"algorithm": algorithm, "precision": precision},
+        }
+    )
+
+
+def tasks(family: str) -> TaskBatch:
+    if family == "mlp":
+        return SinusoidSource(shots=10, query_points=10).sample(
+            "train", 8, torch.Generator().manual_seed(0)
+        )
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(5).repeat_interleave
+    return TaskBatch(
+        torch.rand(8, 10, 1, 12, 12, generator=g),
+        labels(2).expand(8, -1),
+        torch.rand(8, 25, 1, 12, 12, generator=g),
+        labels(5).expand(8, -1),
+    )
+
+
+def flat(grads: list[Tensor | None]) -> Tensor:
+    return torch.cat([g.flatten() for g in grads if g is not None])
+
+
+@pytest.mark.parametrize("family", ["conv", "mlp"])
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
+def test_bfloat16_meta_gradients_agree_with_float32(family: str, algorithm: str) -> None:
+    batch, results = tasks(family), {}
+    kind = "classification" if family == "conv" else "regression"
+    outputs = 5 if family == "conv" else 1
+    for precision in ("float32", "bfloat16"):
+        learner = build_learner(
+            spec(family, algorithm, precision), ARCHITECTURES[family][1], outputs, kind, seed=0
+        )
+        results[precision] = get_algorithm(algorithm).meta_gradients(learner, batch, 0.0)
+    low, high = results["bfloat16"], results["float32"]
+    assert low.task_losses.dtype == torch.float32
+    assert all(g.dtype == torch.float32 for g in low.grads if g is not None)
+    low_flat, high_flat = flat(low.grads), flat(high.grads)
+    assert not torch.equal(low_flat, high_flat)  # bfloat16 arithmetic really ran
+    cosine = torch.nn.functional.cosine_similarity(low_flat, high_flat, 0).item()
+    assert cosine > 0.99, cosine
+    torch.testing.assert_close(low.task_losses, high.task_losses, rtol=0.05, atol=0.02)
