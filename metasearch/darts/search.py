@@ -25,6 +25,7 @@ from metasearch.algorithms import MetaAlgorithm, Reptile, get_algorithm
 from metasearch.darts.config import DartsConfig
 from metasearch.darts.genotype import derive_genotype, edge_inputs, edge_label
 from metasearch.darts.supernet import ALPHAS, SupernetLearner, build_supernet_learner
+from metasearch.evaluation.allocator import retain_freed_memory
 from metasearch.spec import Genotype, LearnerSpec
 from metasearch.tasks.base import TaskBatch, TaskSource
 
@@ -85,6 +86,8 @@ def search_architecture(
     arch_optimizer = torch.optim.Adam(
         arch, lr=config.arch_lr, betas=(0.5, 0.999), weight_decay=config.arch_weight_decay
     )
+    if source.device.type == "cpu":
+        retain_freed_memory()
     generator = torch.Generator(device=source.device).manual_seed(seed)
     history = History(config)
     history.record(0, architecture_weights(learner))

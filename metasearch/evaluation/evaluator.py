@@ -11,6 +11,7 @@ import torch
 
 from metasearch.algorithms import MetaAlgorithm, MetaGradients, get_algorithm
 from metasearch.errors import SpecError
+from metasearch.evaluation.allocator import retain_freed_memory
 from metasearch.evaluation.checkpoint import CheckpointStore, TrainingState
 from metasearch.evaluation.result import Budget, EvaluationResult, Status
 from metasearch.evaluation.scoring import held_out_tasks, score
@@ -101,6 +102,8 @@ class MetaTraining:
     ) -> None:
         self.learner, self.source, self.budget = learner, source, budget
         self.algorithm, self.tasks = algorithm, tasks
+        if source.device.type == "cpu":
+            retain_freed_memory()
         self.iterations = budget.iterations or learner.spec.outer.iterations
         self.done, self.seconds = 0, 0.0
         self.curve: list[tuple[int, float]] = []
