@@ -3,7 +3,7 @@
 glibc's ``malloc`` serves blocks above a threshold (which it adapts, up to 32 MiB) with fresh
 ``mmap`` calls and returns them to the system on ``free``. A CPU meta-step allocates and frees
 the same large activation buffers again and again, so every step then pays a page fault for
-each 4 KiB of them: about a sixth of the step's time for the four-block conv learner. Serving
+each 4 KiB of them: about 15% of the step's time for the four-block conv learner. Serving
 blocks up to 32 MiB from the heap and trimming it only past 1 GiB keeps those pages mapped.
 """
 

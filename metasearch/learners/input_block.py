@@ -56,7 +56,7 @@ def normalized_input_conv(
         covariance = centered @ centered.mT / centered.shape[2]  # [G, D, D]
     with torch.autocast(x.device.type, enabled=False):
         w = weight.flatten(2)  # [G, out, D]
-        shift = 0.0 if bias is None else bias
+        shift = 0.0 if bias is None else bias  # cancels, but stays in the graph: exact 0 grad
         scale = gamma * torch.rsqrt(((w @ covariance) * w).sum(2) + norm.eps)
         folded_bias = beta + scale * (shift - ((w @ mean).squeeze(2) + shift))
         folded_weight = (w * scale[..., None]).view_as(weight)
