@@ -56,6 +56,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from metasearch.algorithms import get_algorithm
+from metasearch.evaluation.allocator import retain_freed_memory
 from metasearch.learners import Learner, build_learner
 from metasearch.spec import LearnerSpec
 from metasearch.tasks import ClassificationSource, TaskBatch
@@ -73,6 +74,7 @@ COLUMNS = (
     "shots",
     "inner_steps",
     "meta_batch",
+    "precision",
     "tasks_per_s",
     "tasks_per_s_median",
     "peak_mem_mb",
@@ -94,10 +96,11 @@ class Config:
     ways: int = 5
     shots: int = 1
     query: int = 15
+    precision: str = "float32"
 
     def spec(self) -> LearnerSpec:
         """The four-block conv learner (64 channels, batch norm, max pooling), the package's
-        defaults otherwise (scalar inner rate 0.4, Adam at 1e-3)."""
+        defaults otherwise (scalar inner rate 0.4, Adam at 1e-3), in ``precision``."""
         return LearnerSpec.from_dict(
             {
                 "architecture": {
@@ -107,7 +110,11 @@ class Config:
                     "pooling": "max",
                 },
                 "inner": {"steps": self.inner_steps},
-                "outer": {"algorithm": self.algorithm, "meta_batch_size": self.meta_batch},
+                "outer": {
+                    "algorithm": self.algorithm,
+                    "meta_batch_size": self.meta_batch,
+                    "precision": self.precision,
+                },
             }
         )
 
@@ -219,8 +226,13 @@ def measure(
     implementation: str, config: Config, device: torch.device, timing: Timing
 ) -> Measurement:
     """Meta-trains ``timing.warmup`` untimed evaluator steps, then times at least
-    ``timing.steps`` steps and at least ``timing.min_time`` seconds of them."""
+    ``timing.steps`` steps and at least ``timing.min_time`` seconds of them. Every
+    implementation runs under the same ``torch.autocast`` (bfloat16 where ``config.precision``
+    says so; metasearch's own follows from the spec) and the evaluator's CPU allocator setting."""
     warmup, steps, min_time, seed = timing
+    if device.type == "cpu":
+        retain_freed_memory()
+    mixed = config.precision == "bfloat16"
     source = synthetic_omniglot(config, device, seed)
     spec = config.spec()
     learner = build_learner(spec, source.input_shape, source.n_outputs, source.kind, seed, device)
@@ -232,7 +244,8 @@ def measure(
     def evaluator_step() -> None:
         batch = source.sample("train", config.meta_batch, generator)
         optimizer.zero_grad(set_to_none=True)
-        meta_step(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
+            meta_step(batch)
         optimizer.step()
 
     cuda = device.type == "cuda"
@@ -347,7 +360,8 @@ def library_version(implementation: str) -> str:
 
 def grid(args: argparse.Namespace) -> list[Config]:
     return [
-        Config(algorithm, inner_steps, meta_batch, ways, args.shots, args.query)
+        Config(algorithm, inner_steps, meta_batch, ways, args.shots, args.query, precision)
+        for precision in args.precision
         for ways in args.ways
         for algorithm in args.algorithms
         for inner_steps in args.inner_steps
@@ -388,6 +402,7 @@ def run_grid(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 "shots": config.shots,
                 "inner_steps": config.inner_steps,
                 "meta_batch": config.meta_batch,
+                "precision": config.precision,
             }
             result = best.get(implementation)
             if result is not None:
@@ -454,6 +469,8 @@ def time_population(
 ) -> float:
     """Candidate-tasks per second of ``n`` candidates meta-trained together (one
     ``population_meta_gradients`` per step) or one after another (``meta_gradients`` each)."""
+    if device.type == "cpu":
+        retain_freed_memory()
     source = synthetic_omniglot(config, device, timing.seed)
     learners = population_learners(config, source, n)
     algorithm = get_algorithm(config.algorithm)
@@ -506,6 +523,7 @@ def run_population(args: argparse.Namespace, device: torch.device) -> list[dict]
                     "shots": config.shots,
                     "inner_steps": config.inner_steps,
                     "meta_batch": config.meta_batch,
+                    "precision": config.precision,
                     "candidates": args.population,
                     "mode": mode,
                     "candidate_tasks_per_s": round(speed, 3),
@@ -549,6 +567,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ways", type=int, nargs="+", default=[5, 20])
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--query", type=int, default=15, help="query images per class")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=("float32", "bfloat16"),
+        default=["float32"],
+        help="bfloat16: every implementation under torch.autocast, metasearch by its spec",
+    )
     parser.add_argument(
         "--implementations", nargs="+", choices=list(IMPLEMENTATIONS), default=list(IMPLEMENTATIONS)
     )

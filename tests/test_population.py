@@ -55,7 +55,7 @@ def population(algorithm: str, **inner) -> list:
 def test_population_meta_gradients_equal_each_candidate_alone(
     algorithm: str, inner: dict, groups: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "CPU_GROUPS", groups)
+    monkeypatch.setitem(base.CPU_GROUPS, "float32", groups)
     learners, batch = population(algorithm, **inner), random_tasks()
     together = get_algorithm(algorithm).population_meta_gradients(learners, batch, 0.5)
     for learner, result in zip(learners, together, strict=True):
