@@ -187,10 +187,11 @@ class OuterLoopSpec(_Frozen):
     ``msl_fraction`` of iterations, and the meta-gradient is first order for the first
     ``first_order_fraction`` of iterations (derivative-order annealing).
 
-    ``precision: bfloat16`` meta-trains in mixed precision: convolutions and matrix products run
-    in bfloat16 under ``torch.autocast``, while the meta-parameters, the inner loop's updates,
-    the normalization statistics and the losses stay float32. It pays off on devices with
-    bfloat16 matrix units (recent GPUs; CPUs with AMX); held-out scoring stays float32.
+    ``precision: bfloat16`` meta-trains in mixed precision: the query pass (most of the
+    arithmetic) runs its convolutions and matrix products in bfloat16 under ``torch.autocast``,
+    while the inner loop, the meta-parameters, normalization statistics and losses stay float32.
+    It pays off on devices with bfloat16 matrix units (recent GPUs; CPUs with AMX); held-out
+    scoring stays float32.
     """
 
     algorithm: Algorithm = "maml"

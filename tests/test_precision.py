@@ -10,7 +10,7 @@ from torch import Tensor
 from metasearch import LearnerSpec, SinusoidSource
 from metasearch.algorithms import get_algorithm
 from metasearch.learners import build_learner
-from metasearch.tasks import TaskBatch
+from metasearch.tasks import ClassificationSource, TaskBatch
 
 ARCHITECTURES = {  # architecture, input shape, inner learning rate
     "conv": ({"widths": [16, 16], "normalization": "batch"}, (1, 12, 12), 0.1),
@@ -64,5 +64,28 @@ def test_bfloat16_meta_gradients_agree_with_float32(family: str, algorithm: str)
     low_flat, high_flat = flat(low.grads), flat(high.grads)
     assert not torch.equal(low_flat, high_flat)  # bfloat16 arithmetic really ran
     cosine = torch.nn.functional.cosine_similarity(low_flat, high_flat, 0).item()
-    assert cosine > 0.99, cosine
+    assert cosine > 0.999, cosine
     torch.testing.assert_close(low.task_losses, high.task_losses, rtol=0.05, atol=0.02)
+
+
+@pytest.mark.data
+def test_bfloat16_keeps_the_direction_of_five_step_maml_on_omniglot(
+    omniglot_5way: ClassificationSource,
+) -> None:
+    """Five inner steps at MAML's Omniglot rate amplify rounding in the inner loop: bfloat16
+    there turns the meta-gradient by about 77 degrees (cosine 0.23), which is why the inner
+    loop stays float32 and only the query pass runs in bfloat16."""
+    batch = omniglot_5way.sample("train", 16, torch.Generator().manual_seed(0))
+    grads = {}
+    for precision in ("float32", "bfloat16"):
+        spec = LearnerSpec.from_dict(
+            {
+                "architecture": {"widths": [64] * 4},
+                "inner": {"steps": 5, "lr": 0.4},
+                "outer": {"algorithm": "maml", "precision": precision},
+            }
+        )
+        learner = build_learner(spec, omniglot_5way.input_shape, 5, "classification", seed=0)
+        grads[precision] = flat(get_algorithm("maml").meta_gradients(learner, batch, 0.0).grads)
+    cosine = torch.nn.functional.cosine_similarity(grads["bfloat16"], grads["float32"], 0)
+    assert cosine.item() > 0.99, cosine.item()

@@ -31,6 +31,7 @@ def test_round_trips_through_json() -> None:
         ({"architecture": {"depth": 4}}, "architecture.depth", "unknown field"),
         ({"architecture": {"widths": []}}, "architecture.widths", "at least one block"),
         ({"inner": {"lr": -1}}, "inner.lr", "> 0"),
+        ({"outer": {"precision": "float16"}}, "outer.precision", "'float32' or 'bfloat16'"),
         ({"inner": {"steps": 1000}}, "inner.steps", "between 0 and 100"),
         ({"outer": {"algorithm": "metasgd"}}, "", "set inner.learned"),
         ({"outer": {"algorithm": "protonet"}}, "", "inner.steps to 0"),

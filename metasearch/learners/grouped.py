@@ -195,7 +195,9 @@ class GroupedLearner:
         return self.head(params, self.features(params, x))
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """Each group's loss ``[G]``: cross-entropy or mean squared error over its batch."""
+        """Each group's loss ``[G]``: cross-entropy or mean squared error over its batch, in at
+        least float32."""
+        outputs = at_least_float32(outputs)
         if self.task_kind == "classification":
             losses = F.cross_entropy(outputs.flatten(0, 1), targets.flatten(), reduction="none")
             return losses.view(self.groups, -1).mean(1)

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from metasearch.learners.init import initialize
 from metasearch.learners.inner_lr import InnerLearningRates
-from metasearch.learners.networks import Network, build_network
+from metasearch.learners.networks import Network, at_least_float32, build_network
 from metasearch.spec import LearnerSpec
 from metasearch.tasks.base import TaskKind
 
@@ -48,7 +48,9 @@ class Learner:
         return self.head(params, self.features(params, x))
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """Cross-entropy for classification, mean squared error for regression."""
+        """Cross-entropy for classification, mean squared error for regression, in at least
+        float32."""
+        outputs = at_least_float32(outputs)
         if self.task_kind == "classification":
             return F.cross_entropy(outputs, targets)
         return F.mse_loss(outputs, targets)
