@@ -56,6 +56,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from metasearch.algorithms import get_algorithm
+from metasearch.algorithms.base import query_precision
 from metasearch.evaluation.allocator import retain_freed_memory
 from metasearch.learners import Learner, build_learner
 from metasearch.spec import LearnerSpec
@@ -155,7 +156,8 @@ def loop_step(learner: Learner, config: Config) -> MetaStep:
                 )
                 for name, grad in zip(adapted, grads, strict=True):
                     fast[name] = fast[name] - learner.inner_lrs(name, inner_step) * grad
-            outputs = functional_call(learner.network, fast, (query_x,))
+            with query_precision(learner, query_x.device):
+                outputs = functional_call(learner.network, fast, (query_x,))
             (learner.loss(outputs, query_y) / batch.n_tasks).backward()
 
     return step
@@ -226,13 +228,11 @@ def measure(
     implementation: str, config: Config, device: torch.device, timing: Timing
 ) -> Measurement:
     """Meta-trains ``timing.warmup`` untimed evaluator steps, then times at least
-    ``timing.steps`` steps and at least ``timing.min_time`` seconds of them. Every
-    implementation runs under the same ``torch.autocast`` (bfloat16 where ``config.precision``
-    says so; metasearch's own follows from the spec) and the evaluator's CPU allocator setting."""
+    ``timing.steps`` steps and at least ``timing.min_time`` seconds of them, with the
+    evaluator's CPU allocator setting for every implementation."""
     warmup, steps, min_time, seed = timing
     if device.type == "cpu":
         retain_freed_memory()
-    mixed = config.precision == "bfloat16"
     source = synthetic_omniglot(config, device, seed)
     spec = config.spec()
     learner = build_learner(spec, source.input_shape, source.n_outputs, source.kind, seed, device)
@@ -244,8 +244,7 @@ def measure(
     def evaluator_step() -> None:
         batch = source.sample("train", config.meta_batch, generator)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
-            meta_step(batch)
+        meta_step(batch)
         optimizer.step()
 
     cuda = device.type == "cuda"
@@ -572,7 +571,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=("float32", "bfloat16"),
         default=["float32"],
-        help="bfloat16: every implementation under torch.autocast, metasearch by its spec",
+        help="bfloat16: every implementation's query pass under torch.autocast (metasearch's by "
+        "its spec), the inner loop in float32",
     )
     parser.add_argument(
         "--implementations", nargs="+", choices=list(IMPLEMENTATIONS), default=list(IMPLEMENTATIONS)

@@ -4,7 +4,9 @@ Each peer runs the standard way its library documents, one task after another, o
 ``nn.Module`` copy of the learner's network in which metasearch's batch-statistics norm becomes
 ``nn.BatchNorm2d(track_running_stats=False)`` (per-task batch statistics, as in metasearch). The
 copy's parameters replace the learner's own, so ``learner.meta_tensors()`` are the tensors the
-peer trains and the benchmark's Adam step and gradient check apply unchanged.
+peer trains and the benchmark's Adam step and gradient check apply unchanged. In mixed
+precision each runs its query pass under ``torch.autocast(dtype=bfloat16)`` and its inner loop
+in float32, as metasearch does (the learner's spec says which).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metasearch.algorithms.base import query_precision
 from metasearch.learners import Learner
 from metasearch.learners.networks import BatchStatNorm
 from metasearch.tasks import TaskBatch
@@ -82,7 +85,9 @@ def learn2learn_step(learner: Learner, first_order: bool) -> MetaStep:
             fast = maml.clone()
             for _ in range(steps):
                 fast.adapt(F.cross_entropy(fast(support_x), support_y))
-            (F.cross_entropy(fast(query_x), query_y) / batch.n_tasks).backward()
+            with query_precision(learner, query_x.device):
+                outputs = fast(query_x)
+            (F.cross_entropy(outputs.float(), query_y) / batch.n_tasks).backward()
 
     return step
 
@@ -101,6 +106,8 @@ def higher_step(learner: Learner, first_order: bool) -> MetaStep:
             with higher.innerloop_ctx(network, inner, copy_initial_weights=False) as (fast, opt):
                 for _ in range(steps):
                     opt.step(F.cross_entropy(fast(support_x), support_y), grad_callback=callback)
-                (F.cross_entropy(fast(query_x), query_y) / batch.n_tasks).backward()
+                with query_precision(learner, query_x.device):
+                    outputs = fast(query_x)
+                (F.cross_entropy(outputs.float(), query_y) / batch.n_tasks).backward()
 
     return step
