@@ -231,8 +231,7 @@ def measure(
     ``timing.steps`` steps and at least ``timing.min_time`` seconds of them, with the
     evaluator's CPU allocator setting for every implementation."""
     warmup, steps, min_time, seed = timing
-    if device.type == "cpu":
-        retain_freed_memory()
+    retain_freed_memory(device)
     source = synthetic_omniglot(config, device, seed)
     spec = config.spec()
     learner = build_learner(spec, source.input_shape, source.n_outputs, source.kind, seed, device)
@@ -468,8 +467,7 @@ def time_population(
 ) -> float:
     """Candidate-tasks per second of ``n`` candidates meta-trained together (one
     ``population_meta_gradients`` per step) or one after another (``meta_gradients`` each)."""
-    if device.type == "cpu":
-        retain_freed_memory()
+    retain_freed_memory(device)
     source = synthetic_omniglot(config, device, timing.seed)
     learners = population_learners(config, source, n)
     algorithm = get_algorithm(config.algorithm)

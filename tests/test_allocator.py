@@ -15,7 +15,7 @@ from metasearch.evaluation.allocator import retain_freed_memory
 from metasearch.learners import build_learner
 from metasearch.tasks import TaskBatch
 if sys.argv[1] == "retain":
-    assert retain_freed_memory()
+    assert retain_freed_memory(torch.device("cpu"))
 torch.set_num_threads(1)
 spec = LearnerSpec.from_dict({"architecture": {"widths": [64] * 4}})
 learner = build_learner(spec, (1, 28, 28), 5, "classification")

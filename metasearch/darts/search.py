@@ -86,8 +86,7 @@ def search_architecture(
     arch_optimizer = torch.optim.Adam(
         arch, lr=config.arch_lr, betas=(0.5, 0.999), weight_decay=config.arch_weight_decay
     )
-    if source.device.type == "cpu":
-        retain_freed_memory()
+    retain_freed_memory(source.device)
     generator = torch.Generator(device=source.device).manual_seed(seed)
     history = History(config)
     history.record(0, architecture_weights(learner))

@@ -16,6 +16,8 @@ import logging
 import os
 import sys
 
+import torch
+
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -25,11 +27,16 @@ TRIM_THRESHOLD = 2**30
 """Free memory at the top of the heap that stays mapped before it goes back to the system."""
 
 
+def retain_freed_memory(device: torch.device) -> bool:
+    """For meta-training on ``device``: on the CPU, sets glibc's allocator to reuse freed blocks
+    instead of unmapping them (once per process; the environment's ``MALLOC_MMAP_THRESHOLD_``
+    and ``MALLOC_TRIM_THRESHOLD_`` win where set). Returns whether it is set; on accelerators,
+    other C libraries and other systems it does nothing."""
+    return device.type == "cpu" and _set_glibc_thresholds()
+
+
 @functools.cache
-def retain_freed_memory() -> bool:
-    """Sets glibc's allocator to reuse freed blocks instead of unmapping them (once per process;
-    the environment's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` win where set).
-    Returns whether it did; on other C libraries and systems it does nothing."""
+def _set_glibc_thresholds() -> bool:
     name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
     try:
         mallopt = ctypes.CDLL(name).mallopt if name else None

@@ -102,8 +102,7 @@ class MetaTraining:
     ) -> None:
         self.learner, self.source, self.budget = learner, source, budget
         self.algorithm, self.tasks = algorithm, tasks
-        if source.device.type == "cpu":
-            retain_freed_memory()
+        retain_freed_memory(source.device)
         self.iterations = budget.iterations or learner.spec.outer.iterations
         self.done, self.seconds = 0, 0.0
         self.curve: list[tuple[int, float]] = []

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metasearch.learners.input_block import folds_input_norm, normalized_input_conv
+from metasearch.learners.input_block import fold_input_norm, folds_input_norm
 from metasearch.learners.learner import Learner, Params
 from metasearch.learners.networks import ACTIVATIONS, BatchStatNorm, Network, at_least_float32
 from metasearch.spec import LearnerSpec
@@ -178,7 +178,8 @@ class GroupedLearner:
             body = self.network.body
             names = ("body.0.weight", "body.0.bias", "body.1.weight", "body.1.bias")
             block = [params.get(name) for name in names]
-            h = normalized_input_conv(body[0], body[1], h, block, groups)
+            weight, bias = fold_input_norm(body[0], body[1], h, block, groups)
+            h = _conv(body[0], h, weight, bias, groups)
             order = order[2:]
         for index in order:
             module = self.network.body[index]

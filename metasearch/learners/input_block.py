@@ -36,13 +36,14 @@ def folds_input_norm(modules: Sequence[nn.Module]) -> bool:
     return isinstance(modules[1], BatchStatNorm) and conv.groups == 1 and patch <= FOLD_PATCH
 
 
-def normalized_input_conv(
+def fold_input_norm(
     conv: nn.Module, norm: nn.Module, x: Tensor, params: Sequence[Opt], groups: int
-) -> Tensor:
-    """``norm(conv(x))`` for ``groups`` groups of data ``x`` ``[N, G*C, H, W]`` (no gradient
-    flows into it), as one grouped convolution with folded weights and bias; ``params`` are the
-    convolution's weight ``[G, out, C, k, k]`` and bias and the normalization's weight and bias
-    ``[G, out]``. The fold runs in the weights' precision even under autocast."""
+) -> tuple[Tensor, Tensor]:
+    """The weight ``[G, out, C, k, k]`` and bias ``[G, out]`` of one grouped convolution equal to
+    ``norm(conv(x))`` for ``groups`` groups of data ``x`` ``[N, G*C, H, W]`` (no gradient flows
+    into it); ``params`` are the convolution's weight and bias and the normalization's weight
+    and bias, each with the leading group dimension. The fold runs in the weights' precision
+    even under autocast."""
     assert isinstance(conv, nn.Conv2d) and isinstance(norm, BatchStatNorm)
     weight, bias, gamma, beta = params
     assert weight is not None and gamma is not None and beta is not None
@@ -59,14 +60,4 @@ def normalized_input_conv(
         shift = 0.0 if bias is None else bias  # cancels, but stays in the graph: exact 0 grad
         scale = gamma * torch.rsqrt(((w @ covariance) * w).sum(2) + norm.eps)
         folded_bias = beta + scale * (shift - ((w @ mean).squeeze(2) + shift))
-        folded_weight = (w * scale[..., None]).view_as(weight)
-    out = F.conv2d(
-        x,
-        folded_weight.flatten(0, 1),
-        folded_bias.flatten(),
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        groups,
-    )
-    return out.contiguous(memory_format=torch.channels_last)
+        return (w * scale[..., None]).view_as(weight), folded_bias
