@@ -20,8 +20,9 @@ from torch import Tensor, nn
 from metasearch.learners.networks import BatchStatNorm
 
 FOLD_PATCH = 75
-"""Largest patch (input channels x kernel area) whose covariance is worth computing: an RGB
-image under a 5x5 kernel; larger ones cost more than the normalization they replace."""
+"""Largest patch (input channels x kernel area) folded: an RGB image under a 5x5 kernel. The
+covariance costs about ``patch / out`` times the convolution's own multiply-adds, so much larger
+patches would cost more than the normalization they replace."""
 
 Opt = Tensor | None
 
