@@ -105,7 +105,7 @@ class MetaAlgorithm:
             objective = group.per_learner(objectives).sum() / batch.n_tasks
             grads = torch.autograd.grad(objective, meta_tensors, allow_unused=True)
             total = [_add(t, g) for t, g in zip(total, grads)]
-            query_losses.append(group.per_learner(losses.detach().float()))
+            query_losses.append(group.per_learner(losses.detach()))
         return _split(learners, total, torch.cat(query_losses, 1))
 
     def _vmap_meta_gradients(
@@ -121,7 +121,7 @@ class MetaAlgorithm:
 
         objectives, query_losses = vmap(one_task)(*batch)
         grads = torch.autograd.grad(objectives.mean(), learner.meta_tensors(), allow_unused=True)
-        return MetaGradients(list(grads), query_losses.detach().float())
+        return MetaGradients(list(grads), query_losses.detach())
 
     def predict_tasks(self, learner: Learner, batch: TaskBatch) -> Tensor:
         """Query outputs ``[T, Q, ...]`` after adapting to each support set, without meta-graph."""
