@@ -181,6 +181,36 @@ def test_sampler_and_pruner_follow_the_study() -> None:
     sampler = make_sampler(config, seed_offset=3)
     assert isinstance(sampler, optuna.samplers.RandomSampler)
     assert first_draw(sampler) == first_draw(optuna.samplers.RandomSampler(seed=10))
-    pruner = make_pruner(config)
+    pruner = make_pruner(config.model_copy(update={"trials": 16}))  # 2 brackets, 8 trials each
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
     assert pruner._min_resource == 10 and pruner._max_resource == 20  # eval_every, iterations
+
+
+def test_a_study_too_small_for_hyperband_halves_in_one_bracket() -> None:
+    config = StudyConfig.from_dict(
+        changed(
+            pruner={"name": "hyperband"},
+            budget={"unit": "seconds", "time_limit": 90, "eval_every": 10, "eval_tasks": 10},
+            trials=12,
+        ),
+        base_dir=ROOT / "studies",
+    )
+    pruner = make_pruner(config)  # rungs at 10, 30, 90 s: 3 brackets would need 24 trials
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert pruner._min_resource == 10 and pruner._reduction_factor == 3
+    explicit = config.model_copy(
+        update={"pruner": config.pruner.model_copy(update={"options": {"min_resource": 5}})}
+    )
+    assert isinstance(make_pruner(explicit), optuna.pruners.HyperbandPruner)
+
+
+def test_tpe_start_up_trials_follow_the_study_size() -> None:
+    config = StudyConfig.from_dict(changed(sampler={"name": "tpe"}), base_dir=ROOT / "studies")
+    sizes = {
+        trials: make_sampler(config.model_copy(update={"trials": trials}))._n_startup_trials
+        for trials in (3, 12, 40, 200)
+    }
+    assert sizes == {3: 1, 12: 3, 40: 10, 200: 10}
+    explicit = changed(sampler={"name": "tpe", "options": {"n_startup_trials": 7}})
+    sampler = make_sampler(StudyConfig.from_dict(explicit, base_dir=ROOT / "studies"))
+    assert sampler._n_startup_trials == 7
