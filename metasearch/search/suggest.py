@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import optuna
@@ -84,11 +83,14 @@ def seed_params(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
                 params |= {f"{field}.{layer}": width for layer, width in enumerate(value)}
         else:
             params[field] = value
+    for name, value in params.items():
+        field = WIDTHS if name.startswith(f"{WIDTHS}.") else name
+        problem = field in space.dimensions and _out_of_range(space.dimensions[field], value)
+        if problem:
+            raise ValueError(f"{name}: {problem}")
     trial = optuna.trial.FixedTrial(params)
     try:
-        with warnings.catch_warnings():  # FixedTrial warns of values out of range: checked below
-            warnings.simplefilter("ignore")
-            suggest(trial, space)
+        suggest(trial, space)
     except SpecError as error:
         raise ValueError(str(error)) from None
     except ValueError as error:  # FixedTrial's: a sampled field has no value
@@ -100,11 +102,6 @@ def seed_params(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
             f"{', '.join(unused)}: not sampled by the space for this configuration (fixed, "
             "derived, conditional or not a dimension); leave it out"
         )
-    for name, value in trial.params.items():
-        field = WIDTHS if name.startswith(f"{WIDTHS}.") else name
-        problem = _out_of_range(space.dimensions[field], value)
-        if problem:
-            raise ValueError(f"{name}: {problem}")
     return params
 
 
