@@ -198,6 +198,20 @@ def test_unequal_classes_are_drawn_whole_and_never_past_their_end() -> None:
         assert set(zip(classes.tolist(), examples.tolist())) == every_image
 
 
+def test_with_episodes_samples_another_shape_from_the_same_tensors() -> None:
+    source = make_source(rotations=True)
+    wide = source.with_episodes(ways=10, query_shots=2)
+    assert (wide.ways, wide.shots, wide.query_shots, wide.n_outputs) == (10, 1, 2, 10)
+    assert (source.ways, source.query_shots, source.n_outputs) == (5, 3, 5)  # left as it was
+    assert wide.images is source.images and wide.class_offsets is source.class_offsets
+    check_tasks(wide, "train")
+    check_tasks(source.with_episodes(shots=2, query_shots=2), "val")
+    with pytest.raises(DataError, match=r"'train' has a class with 4 images"):
+        source.with_episodes(shots=2, query_shots=3)
+    with pytest.raises(ValueError, match="ways >= 2"):
+        source.with_episodes(ways=1)
+
+
 @pytest.mark.parametrize(
     ("splits", "message"),
     [

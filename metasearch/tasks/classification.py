@@ -7,6 +7,7 @@ split, and rotated copies of a class (when ``rotations`` is on) stay in its spli
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,8 +48,7 @@ class ClassificationSource(TaskSource):
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor [n_images, channels, height, width]")
-        if ways < 2 or shots < 1 or query_shots < 1:
-            raise ValueError("tasks need ways >= 2, shots >= 1 and query_shots >= 1")
+        _check_shape(ways, shots, query_shots)
         if rotations and images.shape[-1] != images.shape[-2]:
             raise ValueError("rotations need square images")
         self.images, self.class_offsets, self.class_counts = images, class_offsets, class_counts
@@ -74,7 +74,7 @@ class ClassificationSource(TaskSource):
             if members & seen:
                 raise ValueError(f"split {split!r} shares classes with another split")
             seen |= members
-            counts = self.class_counts.cpu()[classes]
+            counts = self.class_counts.cpu()[classes.cpu()]
             if classes.numel() and int(counts.min()) < needed:
                 raise DataError(
                     f"split {split!r} has a class with {int(counts.min())} images, fewer than "
@@ -105,6 +105,24 @@ class ClassificationSource(TaskSource):
             self.name,
             self.details,
         )
+
+    def with_episodes(
+        self, ways: int | None = None, shots: int | None = None, query_shots: int | None = None
+    ) -> ClassificationSource:
+        """This source drawing tasks of another shape; it shares the images, nothing is copied.
+
+        Unset arguments keep this source's value. Prototypical Networks train on wider episodes
+        than they are tested on (Snell et al., 2017, "Prototypical Networks for Few-shot
+        Learning").
+        """
+        ways = self.ways if ways is None else ways
+        shots = self.shots if shots is None else shots
+        query_shots = self.query_shots if query_shots is None else query_shots
+        _check_shape(ways, shots, query_shots)
+        view = copy.copy(self)
+        view.ways, view.shots, view.query_shots, view.n_outputs = ways, shots, query_shots, ways
+        view._check_splits()
+        return view
 
     def n_classes(self, split: Split) -> int:
         """Distinct classes of ``split``, rotated copies included."""
@@ -160,6 +178,11 @@ class ClassificationSource(TaskSource):
             "invert": bool(self.details.get("invert", False)),
             "scale": "divide by 255",
         }
+
+
+def _check_shape(ways: int, shots: int, query_shots: int) -> None:
+    if ways < 2 or shots < 1 or query_shots < 1:
+        raise ValueError("tasks need ways >= 2, shots >= 1 and query_shots >= 1")
 
 
 def _rotate(x: Tensor, turns: Tensor) -> Tensor:
