@@ -166,6 +166,32 @@ def export(
 
 @app.command()
 @friendly_errors
+def train(
+    study_file: StudyFile,
+    out: Annotated[Path, typer.Option(help="Folder to write the retrained learner to.")],
+    trial: Annotated[str, typer.Option(help="'best' or a trial number.")] = "best",
+    seed: Annotated[
+        str | None, typer.Option(help="Retrain one of the study file's seeds instead of a trial.")
+    ] = None,
+    seconds: Annotated[float | None, typer.Option(help="Budget: seconds of meta-training.")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Budget: meta-iterations.")] = None,
+    examples: Annotated[float | None, typer.Option(help="Budget: meta-training examples.")] = None,
+    storage: StorageOption = None,
+    data_root: DataRootOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Meta-train a trial's configuration again with a larger budget, and export it."""
+    from metasearch.commands.training import RetrainBudget, train_and_export
+
+    budget = RetrainBudget(seconds, iterations, examples)
+    code = train_and_export(
+        study_file, trial, seed, budget, out, storage, data_root, device, console
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+@friendly_errors
 def evaluate(
     learner_dir: LearnerDir,
     ways: Annotated[
