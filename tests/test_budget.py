@@ -64,7 +64,9 @@ def test_the_time_limit_is_never_overrun_by_more_than_one_iteration(limit, step)
     assert run.seconds > limit - 2 * max(run.costs)  # and it used the budget
     assert run.iterations is None  # no cap from the spec's nominal 1000 iterations
     result = run.result()
-    assert result.iterations == run.done == len(run.costs) and result.meta_train_seconds == run.seconds
+    assert (
+        result.iterations == run.done == len(run.costs) and result.meta_train_seconds == run.seconds
+    )
     assert result.scoring_seconds > 0
 
 

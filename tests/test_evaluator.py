@@ -125,8 +125,12 @@ def test_protonet_trains_on_wider_episodes_than_it_is_scored_on() -> None:
         {
             "architecture": {"family": "conv", "widths": [8], "pooling": "none"},
             "inner": {"steps": 0},
-            "outer": {"algorithm": "protonet", "meta_batch_size": 2, "train_ways": 12,
-                      "train_shots": 2},
+            "outer": {
+                "algorithm": "protonet",
+                "meta_batch_size": 2,
+                "train_ways": 12,
+                "train_shots": 2,
+            },
         }
     )
     from metasearch.evaluation.evaluator import training_episodes

@@ -9,17 +9,21 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
+from test_runner import SPACE, STUDY
 
 from metasearch import SpecError
 from metasearch.search import StudyConfig, run_study
 from metasearch.search.trials import reporter
-from test_runner import SPACE, STUDY
 
 SEEDS = [
-    {"name": "paper_a", "params": {"outer.algorithm": "fomaml", "inner.lr": 0.05,
-                                   "outer.meta_lr": 0.003}},
-    {"name": "paper_b", "params": {"outer.algorithm": "anil", "inner.lr": 0.01,
-                                   "outer.meta_lr": 0.001}},
+    {
+        "name": "paper_a",
+        "params": {"outer.algorithm": "fomaml", "inner.lr": 0.05, "outer.meta_lr": 0.003},
+    },
+    {
+        "name": "paper_b",
+        "params": {"outer.algorithm": "anil", "inner.lr": 0.01, "outer.meta_lr": 0.001},
+    },
 ]
 
 
@@ -84,8 +88,10 @@ def test_seeds_set_per_layer_widths_as_a_list() -> None:
         "architecture.depth": {"type": "int", "low": 1, "high": 3},
         "architecture.widths": {"type": "int", "low": 4, "high": 64, "per_layer": True},
     }
-    seed = {"name": "wide", "params": {**SEEDS[0]["params"], "architecture.depth": 2,
-                                       "architecture.widths": [32, 8]}}
+    seed = {
+        "name": "wide",
+        "params": {**SEEDS[0]["params"], "architecture.depth": 2, "architecture.widths": [32, 8]},
+    }
     study = run_study(
         config(space=space, seeds=[seed], trials=1), storage=optuna.storages.InMemoryStorage()
     )

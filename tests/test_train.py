@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from test_cli import assert_one_line_error, run, write_classes, write_study
 
 from metasearch.commands import training
 from metasearch.commands.training import RetrainBudget, train_and_export
 from metasearch.errors import MetasearchError
-from test_cli import assert_one_line_error, run, write_classes, write_study
 
 SEED = {"name": "paper", "params": {"inner.lr": 0.3, "outer.meta_lr": 0.005}}
 

@@ -103,7 +103,9 @@ def train_and_export(
     console.print(f"meta-training {label} of study {config.name} for {_describe(train_budget)}")
 
     def report(step: int, validation_loss: float) -> bool:
-        console.print(f"  at {step} {train_budget.unit}: validation query loss {validation_loss:.4g}")
+        console.print(
+            f"  at {step} {train_budget.unit}: validation query loss {validation_loss:.4g}"
+        )
         return False
 
     with GracefulStop(console) as stop:

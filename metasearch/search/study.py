@@ -135,9 +135,9 @@ class BudgetConfig(_Model):
         needed = {"seconds": "time_limit", "examples": "examples"}.get(self.unit)
         if needed is not None and getattr(self, needed) is None:
             raise ValueError(f"unit {self.unit} counts the budget in {needed}: set {needed}")
-        if self.unit == "iterations" and self.eval_every is not None:
-            if self.eval_every != int(self.eval_every):
-                raise ValueError("eval_every counts meta-iterations here: give a whole number")
+        every = self.eval_every
+        if self.unit == "iterations" and every is not None and every != int(every):
+            raise ValueError("eval_every counts meta-iterations here: give a whole number")
         return self
 
     @property

@@ -107,7 +107,9 @@ def seed_params(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
 
 def _out_of_range(dimension: Dimension, value: Any) -> str | None:
     if isinstance(dimension, Categorical):
-        return None if value in dimension.choices else f"{value!r} is not one of {dimension.choices}"
+        return (
+            None if value in dimension.choices else f"{value!r} is not one of {dimension.choices}"
+        )
     if not dimension.low <= value <= dimension.high:
         return f"{value!r} is outside [{dimension.low}, {dimension.high}]"
     return None
