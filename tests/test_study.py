@@ -103,6 +103,10 @@ def test_an_inline_space_works() -> None:
         ({"trails": 3}, ["trails: unknown field"]),
         ({"task": {"source": "mnist"}}, ["task", "'sinusoid', 'omniglot', 'image_folder'"]),
         ({"task": {"source": "sinusoid", "ways": 5}}, ["task.sinusoid.ways: unknown field"]),
+        (
+            {"task": {"source": "image_folder", "root": "x", "classes_from": "alphabet"}},
+            ["task.image_folder.classes_from", "'any' or 'group'"],
+        ),
         ({"objectives": ["accuracy"]}, ["objectives", "first objective must be query_loss"]),
         ({"objectives": ["query_loss", "speed"]}, ["objectives.1", "'adaptation_seconds'"]),
         ({"objectives": ["query_loss", "accuracy"], "pruner": {"name": "none"}}, ["regression"]),
@@ -164,6 +168,27 @@ def test_an_image_folder_root_is_read_under_the_data_root(
     config = StudyConfig.from_dict(changed(task=task), base_dir=ROOT / "studies")
     source = build_source(config, data_root=tmp_path / "data", device="cpu")
     assert source.input_shape == (1, 28, 28) and source.n_outputs == 2
+
+
+def test_grouped_image_folders_draw_classes_from_one_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METASEARCH_CACHE", str(tmp_path / "cache"))
+    for g in range(3):
+        for c in range(8):
+            folder = tmp_path / "data" / "scripts" / f"script{g}" / f"letter{c}"
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("L", (10, 10), color=g * 80 + c * 9 + i).save(folder / f"{i}.png")
+    task = {"source": "image_folder", "root": "scripts", "ways": 2, "query_shots": 2}
+    plain = StudyConfig.from_dict(changed(task=task), base_dir=ROOT / "studies")
+    assert "classes_from" not in plain.task.model_dump(mode="json")  # as studies made before it
+    grouped = changed(task=task | {"classes_from": "group", "mode": "L"})
+    config = StudyConfig.from_dict(grouped, base_dir=ROOT / "studies")
+    assert config.task.model_dump(mode="json")["classes_from"] == "group"
+    source = build_source(config, data_root=tmp_path / "data", device="cpu")
+    assert source.describe()["classes_from"] == "group"
+    assert source.class_groups.tolist() == [g for g in range(3) for _ in range(8)]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")

@@ -36,10 +36,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -86,17 +88,29 @@ class SinusoidTask(_Model):
     query_points: int = Field(10, ge=1)
 
 
-class OmniglotTask(_Model):
+class _ImageTask(_Model):
+    @model_serializer(mode="wrap")
+    def _without_default_classes_from(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Tasks that draw classes from any group dump as they did before ``classes_from``
+        existed, so the studies made then still resume."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("classes_from") == "any":
+            del data["classes_from"]
+        return data
+
+
+class OmniglotTask(_ImageTask):
     source: Literal["omniglot"]
     ways: int = Field(5, ge=2)
     shots: int = Field(1, ge=1)
     query_shots: int = Field(15, ge=1)
     image_size: int = Field(28, ge=8)
-    rotations: bool = True
+    rotations: bool = True  # training classes only
     split: Literal["vinyals", "lake"] = "vinyals"
+    classes_from: Literal["any", "alphabet"] = "any"
 
 
-class ImageFolderTask(_Model):
+class ImageFolderTask(_ImageTask):
     source: Literal["image_folder"]
     root: str
     ways: int = Field(5, ge=2)
@@ -104,6 +118,7 @@ class ImageFolderTask(_Model):
     query_shots: int = Field(15, ge=1)
     image_size: int = Field(28, ge=8)
     mode: Literal["L", "RGB"] = "RGB"
+    classes_from: Literal["any", "group"] = "any"  # group: root/<group>/<class>/<image>
 
 
 Task = Annotated[SinusoidTask | OmniglotTask | ImageFolderTask, Field(discriminator="source")]
@@ -394,6 +409,7 @@ def source_from_task(
             query_shots=task.query_shots,
             image_size=task.image_size,
             rotations=task.rotations,
+            classes_from=task.classes_from,
             split=task.split,
             device=device,
         )
@@ -404,6 +420,7 @@ def source_from_task(
         query_shots=task.query_shots,
         image_size=task.image_size,
         mode=task.mode,
+        classes_from=task.classes_from,
         device=device,
     )
 

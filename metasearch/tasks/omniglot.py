@@ -9,8 +9,13 @@ character, are shuffled with ``split_seed``; 1100 go to meta-training, 100 to me
 and the remaining 423 to meta-test, the meta-test size of Vinyals et al. (2016). With
 ``split="lake"``, the 964 background characters are split 864 / 100 for training and validation,
 and the 659 evaluation characters form the test split. Images are 28x28, strokes bright on a dark
-background; ``rotations`` adds each character at 90, 180 and 270 degrees as new classes of the
-same split.
+background.
+
+``rotations`` augments meta-training: the training split adds each character at 90, 180 and 270
+degrees as new classes; validation and test characters are seen upright unless
+``rotate_held_out`` asks for the protocol of Vinyals et al. (2016), who rotated them too.
+``classes_from="alphabet"`` draws all the characters of a task from one alphabet, in every
+split, as Lake et al. (2015) posed one-shot tasks; the default draws them across alphabets.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ def omniglot(
     query_shots: int = 15,
     image_size: int = 28,
     rotations: bool = True,
+    rotate_held_out: bool = False,
+    classes_from: Literal["any", "alphabet"] = "any",
     split: Literal["vinyals", "lake"] = "vinyals",
     split_seed: int = 0,
     download: bool = False,
@@ -76,6 +83,7 @@ def omniglot(
         mode="L",
         invert=True,
     )
+    alphabets = {key: i for i, key in enumerate(dict.fromkeys((s, a) for s, a, _ in characters))}
     n_background = sum(subset == SUBSETS[0] for subset, _, _ in characters)
     splits = _splits(len(characters), n_background, split, split_seed)
     return ClassificationSource(
@@ -87,6 +95,10 @@ def omniglot(
         shots=shots,
         query_shots=query_shots,
         rotations=rotations,
+        rotate_held_out=rotate_held_out,
+        class_groups=torch.tensor([alphabets[s, a] for s, a, _ in characters]),
+        group_kind="alphabet",
+        classes_from=classes_from,
         name="omniglot",
         details={
             "split": split,
