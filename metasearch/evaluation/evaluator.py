@@ -123,7 +123,7 @@ class MetaTraining:
         self.done, self.seconds, self.examples, self.scoring_seconds = 0, 0.0, 0.0, 0.0
         self.costs: list[float] = []  # seconds of each iteration since the start or resume
         self.curve: list[tuple[int, float]] = []
-        self.pruned = False
+        self.pruned = self.too_slow = False
         self.reason: str | None = None
         self.failure: str | None = None
         optimizer_type = torch.optim.Adam if outer.optimizer == "adam" else torch.optim.SGD
@@ -298,7 +298,7 @@ class MetaTraining:
         return False
 
     def _too_slow(self, why: str) -> bool:
-        self.pruned = True
+        self.pruned = self.too_slow = True
         self.reason = (
             f"too slow for its budget: {why}, fewer than min_iterations = "
             f"{self.budget.min_iterations}"
@@ -338,6 +338,8 @@ class MetaTraining:
         if self.failure is not None:
             log.info("candidate failed: %s", self.failure)
             return self._failed(self.failure)
+        if self.too_slow:
+            return self._failed(self.reason or "too slow", status="pruned")
         started = time.perf_counter()
         final = score(self.algorithm, self.learner, self.tasks)
         self.scoring_seconds += time.perf_counter() - started
@@ -362,9 +364,10 @@ class MetaTraining:
             learner=self.learner,
         )
 
-    def _failed(self, reason: str) -> EvaluationResult:
+    def _failed(self, reason: str, status: Status = "failed") -> EvaluationResult:
+        """A result without a score: failed, or pruned before it could learn anything."""
         return EvaluationResult(
-            status="failed",
+            status=status,
             query_loss=math.nan,
             query_loss_ci95=math.nan,
             accuracy=None,
@@ -399,5 +402,5 @@ def training_episodes(learner: Learner, source: TaskSource) -> tuple[TaskSource,
     with_episodes = getattr(source, "with_episodes", None)
     if with_episodes is None:
         raise SpecError("outer.train_ways and train_shots need a classification task source")
-    episodes = with_episodes(ways=outer.train_ways, shots=outer.train_shots)
+    episodes = with_episodes(ways=outer.train_ways, shots=outer.train_shots, splits=["train"])
     return episodes, replace(learner, n_outputs=episodes.n_outputs)

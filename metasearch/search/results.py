@@ -70,6 +70,7 @@ def _row(trial: FrozenTrial, names: list[str], on_front: bool) -> dict[str, Any]
     if len(names) > 1:
         row["pareto"] = on_front
     row["failure"] = trial.user_attrs.get("failure")
+    row["reason"] = result.get("reason")  # why a pruned trial stopped
     for section, fields in trial.user_attrs.get("spec", {}).items():
         for name, value in fields.items():
             row[f"{section}.{name}"] = tuple(value) if isinstance(value, list) else value
