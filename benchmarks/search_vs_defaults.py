@@ -57,9 +57,19 @@ def metasearch(*args: str | Path, log: Path) -> float:
 
 
 def run_arm(arm: str, args: argparse.Namespace) -> dict[str, object]:
-    """Trains ``arm`` within the budget, exports it and scores it; one row of the results."""
-    kind, seed = ARMS[arm]
+    """Trains ``arm`` within the budget, exports it and scores it; one row of the results, kept
+    in the arm's folder so that a rerun skips the arms already done."""
     folder = args.out / arm
+    done = folder / "row.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    row = _train_and_score(arm, folder, args)
+    done.write_text(json.dumps(row))
+    return row
+
+
+def _train_and_score(arm: str, folder: Path, args: argparse.Namespace) -> dict[str, object]:
+    kind, seed = ARMS[arm]
     folder.mkdir(parents=True, exist_ok=True)
     log, learner = folder / "log.txt", folder / "learner"
     data = ("--data-root", args.data_root)
@@ -76,11 +86,13 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, object]:
     left = args.budget - spent_searching
     if left <= 0:
         raise RuntimeError(f"{arm}: the search took {spent_searching:.0f} s of {args.budget} s")
-    metasearch("train", study, *train, "--seconds", f"{left:.0f}", "--out", learner, *common,
-               log=log)
+    metasearch(
+        "train", study, *train, "--seconds", f"{left:.0f}", "--out", learner, *common, log=log
+    )
     evaluation = folder / "evaluate.txt"
-    metasearch("evaluate", learner, "--episodes", args.episodes, *common, *args.protocol,
-               log=evaluation)
+    metasearch(
+        "evaluate", learner, "--episodes", args.episodes, *common, *args.protocol, log=evaluation
+    )
     text = " ".join(evaluation.read_text().split())
     accuracy, loss = SCORE.search(text), LOSS.search(text)
     metadata = json.loads((learner / "learner.json").read_text())
@@ -116,8 +128,9 @@ def main() -> None:
     parser.add_argument(
         "--protocol", nargs="*", default=[], help="extra evaluate options, e.g. --protocol vinyals"
     )
-    parser.add_argument("--data-root", type=Path, default=Path(os.environ.get("METASEARCH_DATA",
-                                                                             "data")))
+    parser.add_argument(
+        "--data-root", type=Path, default=Path(os.environ.get("METASEARCH_DATA", "data"))
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs/search_vs_defaults")
     parser.add_argument("--csv", type=Path, default=None)
     args = parser.parse_args()

@@ -91,6 +91,15 @@ def test_a_candidate_too_slow_for_its_budget_is_pruned_with_its_reason() -> None
     assert fast_enough.result().status == "complete" and fast_enough.done >= 5
 
 
+def test_a_time_limit_that_ends_training_before_the_minimum_prunes_it() -> None:
+    budget = Budget(unit="seconds", time_limit=0.5, min_iterations=10, eval_tasks=4)
+    run = training(spec(), budget, 0.3)  # two iterations fit, the probe needs three
+    run.run(report=None)
+    result = run.result()
+    assert result.status == "pruned" and result.iterations < PROBE_ITERATIONS
+    assert "ends it after" in result.reason and math.isnan(result.query_loss)
+
+
 def test_an_examples_budget_prunes_before_any_training_where_it_cannot_reach_the_minimum() -> None:
     # 2 tasks x (5 support x 2 inner steps + 5 queries) = 30 examples per meta-iteration
     budget = Budget(unit="examples", examples=300, min_iterations=11, eval_tasks=4)

@@ -192,7 +192,13 @@ class MetaTraining:
                     f"{cost:.3g} s per meta-iteration allow about {possible} iterations in "
                     f"{budget.time_limit:g} s"
                 )
-        return self.exhausted(examples_per_iteration(self.learner.spec, batch))
+        if not self.exhausted(examples_per_iteration(self.learner.spec, batch)):
+            return False
+        if self.done < budget.min_iterations and budget.time_limit is not None:
+            return self._too_slow(
+                f"its time limit of {budget.time_limit:g} s ends it after {self.done} iterations"
+            )
+        return True
 
     def exhausted(self, next_examples: float) -> bool:
         """Whether one more iteration (of ``next_examples`` examples and the measured cost)
