@@ -19,7 +19,6 @@ app = typer.Typer(
     help="Search for the best few-shot learner, inspect what was found, export it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,6 +48,7 @@ def friendly_errors(command: F) -> F:
 
     @wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        _quiet_optuna()
         try:
             return command(*args, **kwargs)
         except MetasearchError as error:
@@ -61,20 +61,39 @@ def friendly_errors(command: F) -> F:
     return run  # type: ignore[return-value]
 
 
+def _quiet_optuna() -> None:
+    """metasearch reports trials itself; Optuna's own lines (with tracebacks of failed
+    candidates) only with --verbose. Done as a command starts, so that ``--help`` and
+    ``--version`` need not import Optuna (nor torch)."""
+    import optuna
+
+    verbose = logging.getLogger().level <= logging.INFO
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from metasearch import __version__
+
+        typer.echo(f"metasearch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    import optuna
-
-    # metasearch reports trials itself; Optuna's own lines (with tracebacks of failed
-    # candidates) only with --verbose.
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
 
 
 NTrialsOption = Annotated[
@@ -188,6 +207,27 @@ def train(
         study_file, trial, seed, budget, out, storage, data_root, device, console
     )
     raise typer.Exit(code)
+
+
+@app.command()
+@friendly_errors
+def enqueue(
+    study_file: StudyFile,
+    values: Annotated[
+        list[str],
+        typer.Argument(
+            help="FIELD=VALUE for every dimension the space samples, e.g. inner.lr=0.1 "
+            "architecture.widths=[64,64]; values are read as YAML.",
+            show_default=False,
+        ),
+    ],
+    name: Annotated[str, typer.Option(help="What to call it in the study.")] = "by hand",
+    storage: StorageOption = None,
+) -> None:
+    """Queue one configuration to try next, like the study file's seeds (never pruned)."""
+    from metasearch.commands.queueing import enqueue_configuration
+
+    enqueue_configuration(study_file, values, name, storage, console)
 
 
 @app.command()

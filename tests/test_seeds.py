@@ -73,6 +73,7 @@ def test_a_seed_is_never_pruned_while_other_trials_are() -> None:
         ({**SEEDS[0]["params"], "outer.algorithm": "maml"}, "is not one of"),
         ({**SEEDS[0]["params"], "inner.steps": 3}, "inner.steps: not sampled by the space"),
         ({**SEEDS[0]["params"], "outer.bogus": 1}, "outer.bogus: not sampled"),
+        ({**SEEDS[0]["params"], "inner.lr": "3e-3"}, "is not a number"),
     ],
 )
 def test_a_seed_the_space_cannot_give_is_refused_naming_the_field(params, message) -> None:
@@ -96,3 +97,38 @@ def test_seeds_set_per_layer_widths_as_a_list() -> None:
         config(space=space, seeds=[seed], trials=1), storage=optuna.storages.InMemoryStorage()
     )
     assert study.trials[0].user_attrs["spec"]["architecture"]["widths"] == [32, 8]
+
+
+def test_enqueue_queues_a_configuration_that_runs_first(tmp_path) -> None:
+    from test_cli import assert_one_line_error, run
+    from test_runner import study_file
+
+    path = study_file(tmp_path, trials=2)
+    queued = run("enqueue", path, "outer.algorithm=anil", "inner.lr=0.02", "outer.meta_lr=3e-3")
+    assert queued.exit_code == 0 and "queued as trial 0" in queued.output, queued.output
+    assert run("search", path).exit_code == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tiny.db'}")
+    first = min(study.trials, key=lambda t: t.number)
+    assert first.params == {"outer.algorithm": "anil", "inner.lr": 0.02, "outer.meta_lr": 0.003}
+    assert first.user_attrs["seed"] == "by hand" and first.state == TrialState.COMPLETE
+    assert_one_line_error(run("enqueue", path, "inner.lr=0.02"), "cannot queue", "outer.")
+    assert_one_line_error(run("enqueue", path, "inner.lr"), "is not FIELD=VALUE")
+
+
+def test_help_and_version_answer_without_torch_or_optuna() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from metasearch.cli import app\n"
+        "for args in (['--help'], ['--version'], ['search', '--help']):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "print(result.output.splitlines()[0], 'torch' in sys.modules, 'optuna' in sys.modules)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip().endswith("False False"), output

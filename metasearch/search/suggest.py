@@ -110,6 +110,10 @@ def _out_of_range(dimension: Dimension, value: Any) -> str | None:
         return (
             None if value in dimension.choices else f"{value!r} is not one of {dimension.choices}"
         )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r} is not a number (write 3e-3 as 3.0e-3 in YAML)"
+    if isinstance(dimension, IntRange) and value != int(value):
+        return f"{value!r} is not a whole number"
     if not dimension.low <= value <= dimension.high:
         return f"{value!r} is outside [{dimension.low}, {dimension.high}]"
     return None
