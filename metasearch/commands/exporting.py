@@ -10,7 +10,7 @@ from rich.console import Console
 from metasearch.algorithms import get_algorithm
 from metasearch.commands.common import load_config, load_existing_study, study_storage
 from metasearch.errors import MetasearchError
-from metasearch.evaluation import evaluate, held_out_tasks, score
+from metasearch.evaluation import Protocol, evaluate, held_out_tasks, score
 from metasearch.export import export_learner
 from metasearch.learners import build_learner
 from metasearch.search.results import best_trials
@@ -29,7 +29,8 @@ def export_trial(
     device: str | None,
     console: Console,
 ) -> Path:
-    """Exports trial ``trial`` ('best' or a number), scored on the meta-test split."""
+    """Exports trial ``trial`` ('best' or a number), scored on meta-test tasks by the default
+    protocol (:class:`~metasearch.evaluation.Protocol`)."""
     config = load_config(study_file)
     storage_url = study_storage(config, storage)
     study = load_existing_study(config, storage_url)
@@ -49,7 +50,9 @@ def export_trial(
         if result.learner is None:
             raise MetasearchError(f"trial {chosen.number} failed again: {result.reason}")
         learner = result.learner
-    test_tasks = held_out_tasks(source, "test", budget.eval_tasks, budget.eval_seed)
+    protocol = Protocol(seed=budget.eval_seed)
+    test_source = protocol.source(source, "test")
+    test_tasks = held_out_tasks(test_source, "test", protocol.tasks, protocol.seed)
     test = score(get_algorithm(spec.outer.algorithm), learner, test_tasks)
     validation = {
         key: chosen.user_attrs.get("result", {}).get(key)
@@ -61,7 +64,10 @@ def export_trial(
         input_shape=source.input_shape,
         source_description={**source.describe(), "task": config.task.model_dump(mode="json")},
         input_transform=source.input_transform(),
-        scores={"validation": validation, "test": asdict(test)},
+        scores={
+            "validation": validation,
+            "test": {**asdict(test), "protocol": protocol.describe(test_source)},
+        },
         provenance={
             "study": config.name,
             "trial": chosen.number,
@@ -70,10 +76,12 @@ def export_trial(
         },
     )
     accuracy = "" if test.accuracy is None else f", accuracy {test.accuracy:.2%}"
+    accuracy += "" if test.accuracy_ci95 is None else f" ± {test.accuracy_ci95:.2%}"
     console.print(
         f"exported trial {chosen.number} to [bold]{out}[/]: meta-test query loss "
         f"{test.loss:.4g} ± {test.loss_ci95:.2g}{accuracy} on {test.n_tasks} unseen tasks"
     )
+    console.print(protocol.summary(test_source), highlight=False, soft_wrap=True)
     return out
 
 
