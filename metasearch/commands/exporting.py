@@ -10,7 +10,7 @@ from rich.console import Console
 from metasearch.algorithms import get_algorithm
 from metasearch.commands.common import load_config, load_existing_study, study_storage
 from metasearch.errors import MetasearchError
-from metasearch.evaluation import Protocol, evaluate, held_out_tasks, score
+from metasearch.evaluation import META_TEST_TASKS, Protocol, evaluate, held_out_tasks, score
 from metasearch.export import export_learner
 from metasearch.learners import build_learner
 from metasearch.search.results import best_trials
@@ -29,8 +29,9 @@ def export_trial(
     device: str | None,
     console: Console,
 ) -> Path:
-    """Exports trial ``trial`` ('best' or a number), scored on meta-test tasks by the default
-    protocol (:class:`~metasearch.evaluation.Protocol`)."""
+    """Exports trial ``trial`` ('best' or a number), scored by the default meta-test protocol
+    (:class:`~metasearch.evaluation.Protocol`) on 600 tasks, or the study's ``eval_tasks``
+    where that is more."""
     config = load_config(study_file)
     storage_url = study_storage(config, storage)
     study = load_existing_study(config, storage_url)
@@ -50,7 +51,7 @@ def export_trial(
         if result.learner is None:
             raise MetasearchError(f"trial {chosen.number} failed again: {result.reason}")
         learner = result.learner
-    protocol = Protocol(seed=budget.eval_seed)
+    protocol = Protocol(tasks=max(META_TEST_TASKS, budget.eval_tasks), seed=budget.eval_seed)
     test_source = protocol.source(source, "test")
     test_tasks = held_out_tasks(test_source, "test", protocol.tasks, protocol.seed)
     test = score(get_algorithm(spec.outer.algorithm), learner, test_tasks)
