@@ -239,13 +239,24 @@ def evaluate(
     ] = None,
     shots: Annotated[int | None, typer.Option(help="Support examples per class.")] = None,
     episodes: Annotated[int, typer.Option(help="Meta-test tasks to average over.")] = 600,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="unrotated: test classes as they are; vinyals: rotated test classes mixed "
+            "across alphabets, as papers report Omniglot."
+        ),
+    ] = "unrotated",
+    classes_from: Annotated[
+        str | None,
+        typer.Option(help="any, or one group per task: alphabet (Omniglot) or group (folders)."),
+    ] = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
 ) -> None:
     """Score an exported learner on meta-test tasks of its task source."""
     from metasearch.commands.learners import evaluate_learner
 
-    evaluate_learner(learner_dir, ways, shots, episodes, data_root, device)
+    evaluate_learner(learner_dir, ways, shots, episodes, protocol, classes_from, data_root, device)
 
 
 @app.command()

@@ -11,7 +11,14 @@ from rich.console import Console
 from metasearch.algorithms import get_algorithm
 from metasearch.commands.common import load_config, load_existing_study, study_storage
 from metasearch.errors import MetasearchError
-from metasearch.evaluation import Scores, evaluate, held_out_tasks, score
+from metasearch.evaluation import (
+    META_TEST_TASKS,
+    Protocol,
+    Scores,
+    evaluate,
+    held_out_tasks,
+    score,
+)
 from metasearch.export import export_learner
 from metasearch.learners import Learner, build_learner
 from metasearch.search.results import best_trials
@@ -31,7 +38,9 @@ def export_trial(
     device: str | None,
     console: Console,
 ) -> Path:
-    """Exports trial ``trial`` ('best' or a number), scored on the meta-test split."""
+    """Exports trial ``trial`` ('best' or a number), scored by the default meta-test protocol
+    (:class:`~metasearch.evaluation.Protocol`) on 600 tasks, or the study's ``eval_tasks``
+    where that is more."""
     config = load_config(study_file)
     storage_url = study_storage(config, storage)
     study = load_existing_study(config, storage_url)
@@ -91,7 +100,9 @@ def export_scored(
     search never saw and exports it to ``out`` with its validation scores and what it really
     trained (``training``: iterations, examples, seconds)."""
     budget = config.budget.to_budget(config.seed)
-    test_tasks = held_out_tasks(source, "test", budget.eval_tasks, budget.eval_seed)
+    protocol = Protocol(tasks=max(META_TEST_TASKS, budget.eval_tasks), seed=budget.eval_seed)
+    test_source = protocol.source(source, "test")
+    test_tasks = held_out_tasks(test_source, "test", protocol.tasks, protocol.seed)
     test = score(get_algorithm(learner.spec.outer.algorithm), learner, test_tasks)
     export_learner(
         learner,
@@ -99,16 +110,21 @@ def export_scored(
         input_shape=source.input_shape,
         source_description={**source.describe(), "task": config.task.model_dump(mode="json")},
         input_transform=source.input_transform(),
-        scores={"validation": validation, "test": asdict(test)},
+        scores={
+            "validation": validation,
+            "test": {**asdict(test), "protocol": protocol.describe(test_source)},
+        },
         provenance={**provenance, "training": training},
     )
     accuracy = "" if test.accuracy is None else f", accuracy {test.accuracy:.2%}"
+    accuracy += "" if test.accuracy_ci95 is None else f" ± {test.accuracy_ci95:.2%}"
     iterations = training.get("iterations")
     trained = "" if iterations is None else f" (meta-trained {iterations} iterations)"
     console.print(
         f"exported {label} to [bold]{out}[/]{trained}: meta-test query loss "
         f"{test.loss:.4g} ± {test.loss_ci95:.2g}{accuracy} on {test.n_tasks} unseen tasks"
     )
+    console.print(protocol.summary(test_source), highlight=False, soft_wrap=True)
     return test
 
 

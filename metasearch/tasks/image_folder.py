@@ -73,7 +73,7 @@ def image_folder(
         shots=shots,
         query_shots=query_shots,
         rotations=rotations,
-        class_groups=torch.tensor([g for g, _ in usable]),
+        class_groups=torch.tensor([g for g, _ in usable]) if classes_from == "group" else None,
         group_kind="group",
         classes_from=classes_from,
         name="image_folder",
