@@ -318,6 +318,17 @@ def test_grouped_tasks_depend_only_on_the_seed_and_any_is_unchanged() -> None:
     assert same_batch(mixed.sample("train", 20, seeded(3)), plain.sample("train", 20, seeded(3)))
 
 
+def test_a_view_keeps_its_lenient_splits_on_another_device() -> None:
+    wide = grouped_source().with_episodes(ways=5, splits=["train"])  # val, test: no group of 5
+    with pytest.raises(DataError, match="no group of split 'val' has the 5 classes"):
+        wide.sample("val", 1, seeded(0))
+    moved = wide.to("meta")
+    assert moved.images.device.type == "meta" and wide.images.device.type == "cpu"
+    assert moved.split_classes["train"].device.type == "meta" and moved.ways == 5
+    with pytest.raises(DataError, match="no group of split 'test' has the 5 classes"):
+        moved.sample("test", 1, seeded(0))
+
+
 def test_a_split_without_a_group_that_can_host_a_task_is_a_data_error() -> None:
     message = r"no group of split 'val' has the 4 classes .* 2 groups has 3; .* classes_from: any"
     with pytest.raises(DataError, match=message):

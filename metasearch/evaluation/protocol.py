@@ -80,8 +80,8 @@ class Protocol:
         drawn = f"{self.tasks} {source.ways}-way {source.shots}-shot tasks of classes from {pool}"
         if self.name == "vinyals":
             return (
-                f"protocol vinyals (Vinyals et al., 2016, as papers report): {drawn}, each "
-                "rotated into 4 classes; it overstates new alphabets, which protocol unrotated "
-                "shows"
+                f"protocol vinyals (Vinyals et al., 2016, as papers report): {drawn}, every "
+                "character rotated into 4 classes; it overstates what new alphabets get, which "
+                "protocol unrotated shows"
             )
         return f"protocol unrotated: {drawn}, none rotated"

@@ -33,6 +33,12 @@ class _Pool:
     cumulative: Tensor  # running total of ``sizes``, as floats
     widest: int
 
+    def to(self, device: torch.device | str) -> _Pool:
+        entries, starts, sizes, cumulative = (
+            t.to(device) for t in (self.entries, self.starts, self.sizes, self.cumulative)
+        )
+        return _Pool(entries, starts, sizes, cumulative, self.widest)
+
 
 class ClassificationSource(TaskSource):
     """Tasks of ``ways`` classes with ``shots`` support and ``query_shots`` query images each.
@@ -164,14 +170,8 @@ class ClassificationSource(TaskSource):
         return self._on_device(entries, torch.zeros(1, dtype=torch.long), sizes)
 
     def _on_device(self, entries: Tensor, starts: Tensor, sizes: Tensor) -> _Pool:
-        device = self.device
-        return _Pool(
-            entries.to(device),
-            starts.to(device),
-            sizes.to(device),
-            sizes.cumsum(0).float().to(device),
-            int(sizes.max()),
-        )
+        pool = _Pool(entries, starts, sizes, sizes.cumsum(0).float(), int(sizes.max()))
+        return pool.to(self.device)
 
     @property
     def device(self) -> torch.device:
@@ -180,22 +180,15 @@ class ClassificationSource(TaskSource):
     def to(self, device: torch.device | str) -> ClassificationSource:
         if torch.device(device) == self.device:
             return self
-        return ClassificationSource(
-            self.images.to(device),
-            self.class_offsets.to(device),
-            self.class_counts.to(device),
-            {s: c.tolist() for s, c in self.split_classes.items()},
-            self.ways,
-            self.shots,
-            self.query_shots,
-            self.rotations,
-            self.rotate_held_out,
-            self.class_groups,
-            self.group_kind,
-            self.classes_from,
-            self.name,
-            self.details,
+        moved = copy.copy(self)
+        moved.images, moved.class_offsets, moved.class_counts = (
+            t.to(device) for t in (self.images, self.class_offsets, self.class_counts)
         )
+        moved.split_classes = {s: c.to(device) for s, c in self.split_classes.items()}
+        moved._pools = {
+            s: p if isinstance(p, str) else p.to(device) for s, p in self._pools.items()
+        }
+        return moved
 
     def with_episodes(
         self,
