@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from collections.abc import Callable
 from enum import Enum
 from functools import wraps
@@ -61,6 +62,36 @@ def friendly_errors(command: F) -> F:
     return run  # type: ignore[return-value]
 
 
+def at_least(option: str, value: float | None, low: int) -> None:
+    """Refuses ``value`` of ``option`` below ``low`` (None passes: the option was not given)."""
+    if value is not None and value < low:
+        raise MetasearchError(f"{option} must be at least {low}, got {value}")
+
+
+def positive(option: str, value: float | None) -> None:
+    """Refuses ``value`` of ``option`` that is not above zero (None passes)."""
+    if value is not None and not value > 0:
+        raise MetasearchError(f"{option} must be more than 0 seconds, got {value}")
+
+
+def output_folder(out: Path) -> None:
+    """Refuses an ``--out`` that is a file, lies under one, or cannot be written to; nothing
+    is created."""
+    if out.exists() and not out.is_dir():
+        raise MetasearchError(f"--out {out} is an existing file; pass a folder (made if missing)")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise MetasearchError(f"--out {out} lies under {existing}, which is a file; pass a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise MetasearchError(
+            f"--out {out} is not writable ({existing}: {error.strerror or error}); pass a folder "
+            "you can write to"
+        ) from None
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
@@ -99,6 +130,8 @@ def search(
     """Run (or resume) a study until it has its number of trials."""
     from metasearch.commands.search import RunOptions, run_search
 
+    at_least("--n-trials", n_trials, 1)
+    positive("--timeout", timeout)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
     raise typer.Exit(run_search(study_file, options, workers, console))
 
@@ -116,6 +149,8 @@ def worker(
     """Join a study as one more worker (start one per GPU, on any number of machines)."""
     from metasearch.commands.search import RunOptions, run_worker
 
+    at_least("--n-trials", n_trials, 1)
+    positive("--timeout", timeout)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
     raise typer.Exit(run_worker(study_file, options, console))
 
@@ -131,6 +166,7 @@ def show(
     """The best trials (or the Pareto front) with their configurations and scores."""
     from metasearch.commands.inspect import show_best
 
+    at_least("--top", top, 1)
     show_best(study_file, top, format.value, storage)
 
 
@@ -144,7 +180,13 @@ def report(
     """Write a static HTML report with plots of the study."""
     from metasearch.commands.inspect import write_study_report
 
-    path = write_study_report(study_file, out, storage)
+    output_folder(out)
+    try:
+        path = write_study_report(study_file, out, storage)
+    except OSError as error:
+        raise MetasearchError(
+            f"cannot write the report to {out}: {error.strerror or error}"
+        ) from None
     console.print(f"report written to [bold]{path}[/]")
 
 
@@ -161,6 +203,7 @@ def export(
     """Export a trial's learner, scored on meta-test tasks the search never saw."""
     from metasearch.commands.exporting import export_trial
 
+    output_folder(out)
     export_trial(study_file, trial, out, storage, data_root, device, console)
 
 
@@ -179,6 +222,9 @@ def evaluate(
     """Score an exported learner on meta-test tasks of its task source."""
     from metasearch.commands.learners import evaluate_learner
 
+    at_least("--ways", ways, 2)
+    at_least("--shots", shots, 1)
+    at_least("--episodes", episodes, 2)
     evaluate_learner(learner_dir, ways, shots, episodes, data_root, device)
 
 
@@ -207,4 +253,9 @@ def dashboard(
     """Open optuna-dashboard on the study's storage."""
     from metasearch.commands.inspect import serve_dashboard
 
-    serve_dashboard(study_file, storage, host, port, console)
+    if not 1 <= port <= 65535:
+        raise MetasearchError(f"--port must be between 1 and 65535, got {port}")
+    try:
+        serve_dashboard(study_file, storage, host, port, console)
+    except OSError as error:
+        raise MetasearchError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None

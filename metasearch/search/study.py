@@ -40,6 +40,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from metasearch.darts.config import DartsConfig
@@ -49,6 +50,7 @@ from metasearch.search.files import parse_yaml, read_bytes
 from metasearch.search.space import SearchSpace, load_space, parse_space
 from metasearch.spec import format_validation_error
 from metasearch.tasks import SinusoidSource, TaskSource, image_folder, omniglot
+from metasearch.tasks.images import MAX_IMAGE_SIZE
 from metasearch.tasks.omniglot import data_root as resolve_data_root
 
 Objective = Literal["query_loss", "accuracy", "n_parameters", "adaptation_seconds"]
@@ -71,6 +73,7 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "none": optuna.pruners.NopPruner,
 }
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+MAX_UNTIMED_ITERATIONS = 1_000_000  # meta-iterations per candidate without a time limit
 
 
 class _Model(BaseModel):
@@ -88,7 +91,7 @@ class OmniglotTask(_Model):
     ways: int = Field(5, ge=2)
     shots: int = Field(1, ge=1)
     query_shots: int = Field(15, ge=1)
-    image_size: int = Field(28, ge=8)
+    image_size: int = Field(28, ge=8, le=MAX_IMAGE_SIZE)
     rotations: bool = True
     split: Literal["vinyals", "lake"] = "vinyals"
 
@@ -99,7 +102,7 @@ class ImageFolderTask(_Model):
     ways: int = Field(5, ge=2)
     shots: int = Field(1, ge=1)
     query_shots: int = Field(15, ge=1)
-    image_size: int = Field(28, ge=8)
+    image_size: int = Field(28, ge=8, le=MAX_IMAGE_SIZE)
     mode: Literal["L", "RGB"] = "RGB"
 
 
@@ -112,8 +115,16 @@ class BudgetConfig(_Model):
 
     iterations: int | None = Field(None, ge=1)
     eval_every: int | None = Field(None, ge=1)
-    eval_tasks: int = Field(100, ge=2)
+    eval_tasks: int = Field(100, ge=2, le=100_000)
     time_limit: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> BudgetConfig:
+        if self.time_limit is None and (self.iterations or 0) > MAX_UNTIMED_ITERATIONS:
+            raise ValueError(
+                f"iterations above {MAX_UNTIMED_ITERATIONS:,} need a time_limit (seconds)"
+            )
+        return self
 
     def to_budget(self, seed: int) -> Budget:
         return Budget(
@@ -349,6 +360,8 @@ def source_from_task(
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` where CUDA is available, else ``cpu``; checks that CUDA exists."""
+    if not _DEVICE.fullmatch(device):
+        raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -39,7 +39,10 @@ def image_folder(
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist; expected {folder}/<class>/<image>")
     needed = shots + query_shots
-    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as error:
+        raise DataError(f"cannot list the image folder {folder}: {error.strerror}") from None
     usable = [c for c in classes if len(image_files(c)) >= needed]
     if len(usable) < len(classes):
         log.warning(
