@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from metasearch.errors import MetasearchError
 
@@ -53,7 +54,8 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MetasearchError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            message = escape(" ".join(str(error).split("\n")))
+            console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: finished trials are kept; run again to resume")
@@ -72,6 +74,14 @@ def positive(option: str, value: float | None) -> None:
     """Refuses ``value`` of ``option`` that is not above zero (None passes)."""
     if value is not None and not value > 0:
         raise MetasearchError(f"{option} must be more than 0 seconds, got {value}")
+
+
+def known_device(device: str | None) -> None:
+    """Refuses a ``--device`` that is unknown, or asks for CUDA where there is none."""
+    from metasearch.search.study import resolve_device
+
+    if device is not None:
+        resolve_device(device)
 
 
 def output_folder(out: Path) -> None:
@@ -132,6 +142,7 @@ def search(
 
     at_least("--n-trials", n_trials, 1)
     positive("--timeout", timeout)
+    known_device(device)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
     raise typer.Exit(run_search(study_file, options, workers, console))
 
@@ -151,6 +162,7 @@ def worker(
 
     at_least("--n-trials", n_trials, 1)
     positive("--timeout", timeout)
+    known_device(device)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
     raise typer.Exit(run_worker(study_file, options, console))
 
@@ -204,6 +216,7 @@ def export(
     from metasearch.commands.exporting import export_trial
 
     output_folder(out)
+    known_device(device)
     export_trial(study_file, trial, out, storage, data_root, device, console)
 
 
@@ -225,6 +238,7 @@ def evaluate(
     at_least("--ways", ways, 2)
     at_least("--shots", shots, 1)
     at_least("--episodes", episodes, 2)
+    known_device(device)
     evaluate_learner(learner_dir, ways, shots, episodes, data_root, device)
 
 
@@ -239,6 +253,7 @@ def adapt(
     """Adapt an exported learner to a new task from image folders and label the query images."""
     from metasearch.commands.learners import adapt_to_folders
 
+    known_device(device)
     adapt_to_folders(learner_dir, support, query, device)
 
 

@@ -158,7 +158,7 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
             f"no exported learner at {directory}: pass the directory that export_learner wrote"
         )
     path = directory / METADATA_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         raise ArtifactError(
             f"{directory} holds no {METADATA_FILE}: it is not an exported learner or its export "
             f"did not finish; {EXPORT_AGAIN}"
@@ -207,7 +207,7 @@ def _nests_deeper(data: bytes, limit: int) -> bool:
 
 def _read_weights(directory: Path, expected: _Weights) -> dict[str, Tensor]:
     path = directory / WEIGHTS_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         raise ArtifactError(f"{path} is missing; {EXPORT_AGAIN}")
     data = read_capped(path, "learner weights", MAX_WEIGHTS_BYTES, ArtifactError)
     if hashlib.sha256(data).hexdigest() != expected.sha256:

@@ -102,8 +102,12 @@ def parse_yaml(text: bytes | str, origin: str) -> dict[str, Any]:
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
-    """PyYAML's error in one line: what is wrong, and where."""
+    """PyYAML's error in one line: what is wrong, and where (with its context, if any)."""
     problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    mark = getattr(error, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{problem}{where}"
+    parts = [(getattr(error, "context", None), getattr(error, "context_mark", None))]
+    parts.append((problem, getattr(error, "problem_mark", None)))
+    return "; ".join(text + _where(mark) for text, mark in parts if text)
+
+
+def _where(mark: yaml.Mark | None) -> str:
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

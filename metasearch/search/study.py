@@ -198,7 +198,7 @@ class StudyConfig(_Model):
     darts: DartsConfig | None = Field(None, validate_default=True)
     checkpoint_every: int | None = Field(None, ge=1)
     heartbeat: HeartbeatConfig = HeartbeatConfig()
-    population: int = Field(1, ge=1)
+    population: int = Field(1, ge=1, le=256)
 
     _path: Path | None = PrivateAttr(None)
     _sha256: str | None = PrivateAttr(None)
@@ -299,8 +299,8 @@ class StudyConfig(_Model):
 
 def load_study_file(path: str | Path) -> StudyConfig:
     """Reads and checks a study file. Its storage defaults to ``<stem>.db`` beside it (SQLite)."""
+    content = read_bytes(path, "study file")  # first: refuses a link loop before resolve
     path = Path(path).resolve()
-    content = read_bytes(path, "study file")
     data = parse_yaml(content, f"study file {path}")
     if data.get("storage") is None:
         data["storage"] = f"sqlite:///{path.with_suffix('.db')}"

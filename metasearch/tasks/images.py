@@ -80,6 +80,11 @@ def read_image(path: Path, decode: Callable[[Image.Image], T]) -> T:
                 return decode(image)
         except DataError:
             raise
+        except Image.UnidentifiedImageError:
+            raise DataError(
+                f"image {path} is not in a format PIL can read, or is damaged; replace or "
+                "remove it"
+            ) from None
         except Exception as error:  # PIL raises many kinds for a damaged file
             problem = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise DataError(
