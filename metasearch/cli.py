@@ -25,6 +25,9 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_EPISODES = 10_000  # held-out tasks are sampled at once
+MAX_SHOTS = 1_000
+MAX_WORKERS = 256
 
 StudyFile = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
 LearnerDir = Annotated[
@@ -64,10 +67,12 @@ def friendly_errors(command: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def at_least(option: str, value: float | None, low: int) -> None:
-    """Refuses ``value`` of ``option`` below ``low`` (None passes: the option was not given)."""
-    if value is not None and value < low:
-        raise MetasearchError(f"{option} must be at least {low}, got {value}")
+def in_range(option: str, value: int | None, low: int, high: int | None = None) -> None:
+    """Refuses ``value`` of ``option`` outside ``low..high`` (None passes: not given)."""
+    if value is None or (low <= value and (high is None or value <= high)):
+        return
+    allowed = f"at least {low}" if high is None else f"between {low} and {high:,}"
+    raise MetasearchError(f"{option} must be {allowed}, got {value}")
 
 
 def positive(option: str, value: float | None) -> None:
@@ -134,15 +139,16 @@ def search(
     data_root: DataRootOption = None,
     device: DeviceOption = None,
     workers: Annotated[
-        int, typer.Option(min=1, help="Worker processes on this machine (one GPU each).")
+        int, typer.Option(help=f"Worker processes here (one GPU each), 1 to {MAX_WORKERS}.")
     ] = 1,
 ) -> None:
     """Run (or resume) a study until it has its number of trials."""
     from metasearch.commands.search import RunOptions, run_search
 
-    at_least("--n-trials", n_trials, 1)
+    in_range("--n-trials", n_trials, 1)
     positive("--timeout", timeout)
     known_device(device)
+    in_range("--workers", workers, 1, MAX_WORKERS)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
     raise typer.Exit(run_search(study_file, options, workers, console))
 
@@ -160,7 +166,7 @@ def worker(
     """Join a study as one more worker (start one per GPU, on any number of machines)."""
     from metasearch.commands.search import RunOptions, run_worker
 
-    at_least("--n-trials", n_trials, 1)
+    in_range("--n-trials", n_trials, 1)
     positive("--timeout", timeout)
     known_device(device)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
@@ -178,7 +184,7 @@ def show(
     """The best trials (or the Pareto front) with their configurations and scores."""
     from metasearch.commands.inspect import show_best
 
-    at_least("--top", top, 1)
+    in_range("--top", top, 1)
     show_best(study_file, top, format.value, storage)
 
 
@@ -228,16 +234,18 @@ def evaluate(
         int | None, typer.Option(help="Classes per task (default: as trained).")
     ] = None,
     shots: Annotated[int | None, typer.Option(help="Support examples per class.")] = None,
-    episodes: Annotated[int, typer.Option(help="Meta-test tasks to average over.")] = 600,
+    episodes: Annotated[
+        int, typer.Option(help=f"Meta-test tasks to average over (2 to {MAX_EPISODES:,}).")
+    ] = 600,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
 ) -> None:
     """Score an exported learner on meta-test tasks of its task source."""
     from metasearch.commands.learners import evaluate_learner
 
-    at_least("--ways", ways, 2)
-    at_least("--shots", shots, 1)
-    at_least("--episodes", episodes, 2)
+    in_range("--ways", ways, 2)
+    in_range("--shots", shots, 1, MAX_SHOTS)
+    in_range("--episodes", episodes, 2, MAX_EPISODES)
     known_device(device)
     evaluate_learner(learner_dir, ways, shots, episodes, data_root, device)
 
@@ -268,8 +276,7 @@ def dashboard(
     """Open optuna-dashboard on the study's storage."""
     from metasearch.commands.inspect import serve_dashboard
 
-    if not 1 <= port <= 65535:
-        raise MetasearchError(f"--port must be between 1 and 65535, got {port}")
+    in_range("--port", port, 1, 65535)
     try:
         serve_dashboard(study_file, storage, host, port, console)
     except OSError as error:

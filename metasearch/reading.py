@@ -45,9 +45,7 @@ def check_regular(path: str | Path, what: str, error: type[MetasearchError]) -> 
         raise error(f"{what} {path} is {_kind(mode)}, not a regular file; remove it or pass a file")
 
 
-def read_capped(
-    path: str | Path, what: str, max_bytes: int, error: type[MetasearchError]
-) -> bytes:
+def read_capped(path: str | Path, what: str, max_bytes: int, error: type[MetasearchError]) -> bytes:
     """The bytes of the regular file ``path``; raises ``error`` where it is unreadable, not a
     regular file, or larger than ``max_bytes``."""
     with open_regular(path, what, error) as file:

@@ -430,7 +430,8 @@ def png_claiming(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1024, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
 
 
 def corrupt_png(path: Path) -> None:
@@ -597,6 +598,10 @@ def flip_a_weight_byte(learner: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def last_entry_infinite(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.cat([tensor.flatten()[:-1], torch.tensor([float("inf")])]).view_as(tensor)
+
+
 CHECKSUM = "does not match its checksum (metadata_sha256)"
 ARTIFACT_CASES: dict[str, tuple[Callable[[Path], Any], str]] = {
     # learner.json as a file
@@ -680,10 +685,7 @@ ARTIFACT_CASES: dict[str, tuple[Callable[[Path], Any], str]] = {
         new_weights(lambda t: torch.full_like(t, float("nan"))),
         "hold NaN or infinite values",
     ),
-    "weights one inf": (
-        new_weights(lambda t: t.flatten().index_fill(0, torch.tensor([0]), float("inf")).view_as(t)),
-        "hold NaN or infinite values",
-    ),
+    "weights one inf": (new_weights(last_entry_infinite), "hold NaN or infinite values"),
 }
 
 
@@ -846,13 +848,23 @@ OPTION_CASES: dict[str, tuple[list[str], str]] = {
     "search timeout 0": (["search", "{study}", "--timeout", "0"], "--timeout must be more than 0"),
     "search timeout -3": (["search", "{study}", "--timeout", "-3"], "--timeout must be more"),
     "search timeout nan": (["search", "{study}", "--timeout", "nan"], "--timeout must be more"),
+    "search workers 0": (["search", "{study}", "--workers", "0"], "--workers must be between 1"),
+    "search workers 10**5": (["search", "{study}", "--workers", "100000"], "and 256, got"),
     "worker trials 0": (["worker", "{study}", "--n-trials", "0"], "--n-trials must be at least"),
     "worker timeout 0": (["worker", "{study}", "--timeout", "0"], "--timeout must be more"),
     "evaluate episodes 0": (["evaluate", "{learner}", "--episodes", "0"], "--episodes must be"),
-    "evaluate episodes 1": (["evaluate", "{learner}", "--episodes", "1"], "at least 2, got 1"),
+    "evaluate episodes 1": (["evaluate", "{learner}", "--episodes", "1"], "2 and 10,000, got 1"),
     "evaluate episodes -3": (["evaluate", "{learner}", "--episodes", "-3"], "--episodes must be"),
+    "evaluate episodes 10**6": (
+        ["evaluate", "{learner}", "--episodes", "1000000"],
+        "--episodes must be between 2 and 10,000, got 1000000",
+    ),
+    "evaluate shots 10**7": (
+        ["evaluate", "{learner}", "--shots", "10000000"],
+        "--shots must be between 1 and 1,000",
+    ),
     "evaluate ways 1": (["evaluate", "{learner}", "--ways", "1"], "--ways must be at least 2"),
-    "evaluate shots 0": (["evaluate", "{learner}", "--shots", "0"], "--shots must be at least 1"),
+    "evaluate shots 0": (["evaluate", "{learner}", "--shots", "0"], "--shots must be between 1"),
     "evaluate ways 5": (["evaluate", "{learner}", "--ways", "5"], "meta-trained for 2-way"),
     "dashboard port 0": (["dashboard", "{study}", "--port", "0"], "--port must be between 1"),
     "dashboard port 70000": (["dashboard", "{study}", "--port", "70000"], "got 70000"),
@@ -895,7 +907,6 @@ def test_an_out_that_cannot_be_written_is_refused(command: str, case: str, tmp_p
         ["evaluate", "learner", "--episodes", "1.5"],
         ["show", "s.yaml", "--format", "xml"],
         ["search"],
-        ["search", "s.yaml", "--workers", "0"],
         ["frobnicate"],
     ],
     ids=lambda args: " ".join(args),

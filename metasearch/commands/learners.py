@@ -26,8 +26,8 @@ def evaluate_learner(
     """Scores the learner on ``episodes`` meta-test tasks of the source it was trained on."""
     target = resolve_device(device or "auto")
     exported = load_learner(learner_dir, target)
-    task = dict(exported.metadata["source"].get("task") or {})
-    if not task:
+    task = exported.metadata["source"].get("task")
+    if not isinstance(task, dict) or not task:
         raise MetasearchError(f"{learner_dir} does not record its task source; cannot sample tasks")
     if ways is not None and ways != exported.learner.n_outputs:
         raise MetasearchError(
@@ -35,7 +35,7 @@ def evaluate_learner(
             f"--ways {ways} needs a learner searched for {ways}-way tasks"
         )
     if shots is not None:
-        task["shots"] = shots
+        task = task | {"shots": shots}
     source = source_from_task(task, data_root, target)
     scores = exported.score(source, split="test", n_tasks=episodes)
     if not math.isfinite(scores.loss):

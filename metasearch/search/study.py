@@ -115,7 +115,7 @@ class BudgetConfig(_Model):
 
     iterations: int | None = Field(None, ge=1)
     eval_every: int | None = Field(None, ge=1)
-    eval_tasks: int = Field(100, ge=2, le=100_000)
+    eval_tasks: int = Field(100, ge=2, le=10_000)  # sampled at once
     time_limit: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")

@@ -82,8 +82,7 @@ def read_image(path: Path, decode: Callable[[Image.Image], T]) -> T:
             raise
         except Image.UnidentifiedImageError:
             raise DataError(
-                f"image {path} is not in a format PIL can read, or is damaged; replace or "
-                "remove it"
+                f"image {path} is not in a format PIL can read, or is damaged; replace or remove it"
             ) from None
         except Exception as error:  # PIL raises many kinds for a damaged file
             problem = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -157,10 +156,10 @@ def _cache_key(files: list[list[Path]], size: tuple[int, int], mode: str, invert
 
 def _read_cache(path: Path, n_images: int, size: tuple[int, int]) -> np.ndarray | None:
     """The cached array at ``path``, or None where there is none or it is damaged."""
+    if not path.is_file():
+        return None
     try:
         array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError) as error:
         log.warning("decoding again: the image cache %s is unreadable (%s)", path, error)
         return None
