@@ -57,7 +57,7 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MetasearchError as error:
-            message = escape(" ".join(str(error).split("\n")))
+            message = escape(str(error).replace("\n", " "))
             console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
@@ -75,7 +75,7 @@ def in_range(option: str, value: int | None, low: int, high: int | None = None) 
     raise MetasearchError(f"{option} must be {allowed}, got {value}")
 
 
-def positive(option: str, value: float | None) -> None:
+def positive_seconds(option: str, value: float | None) -> None:
     """Refuses ``value`` of ``option`` that is not above zero (None passes)."""
     if value is not None and not value > 0:
         raise MetasearchError(f"{option} must be more than 0 seconds, got {value}")
@@ -146,7 +146,7 @@ def search(
     from metasearch.commands.search import RunOptions, run_search
 
     in_range("--n-trials", n_trials, 1)
-    positive("--timeout", timeout)
+    positive_seconds("--timeout", timeout)
     known_device(device)
     in_range("--workers", workers, 1, MAX_WORKERS)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
@@ -167,7 +167,7 @@ def worker(
     from metasearch.commands.search import RunOptions, run_worker
 
     in_range("--n-trials", n_trials, 1)
-    positive("--timeout", timeout)
+    positive_seconds("--timeout", timeout)
     known_device(device)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
     raise typer.Exit(run_worker(study_file, options, console))

@@ -22,11 +22,7 @@ def open_regular(path: str | Path, what: str, error: type[MetasearchError]) -> B
     except OSError as problem:
         raise error(f"cannot read {what} {path}: {problem.strerror or problem}") from None
     try:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            raise error(
-                f"{what} {path} is {_kind(mode)}, not a regular file; remove it or pass a file"
-            )
+        _check_mode(os.fstat(descriptor).st_mode, path, what, error)
         os.set_blocking(descriptor, True)
         return os.fdopen(descriptor, "rb")
     except BaseException:
@@ -41,8 +37,7 @@ def check_regular(path: str | Path, what: str, error: type[MetasearchError]) -> 
         mode = os.stat(path).st_mode
     except OSError as problem:
         raise error(f"cannot read {what} {path}: {problem.strerror or problem}") from None
-    if not stat.S_ISREG(mode):
-        raise error(f"{what} {path} is {_kind(mode)}, not a regular file; remove it or pass a file")
+    _check_mode(mode, path, what, error)
 
 
 def read_capped(path: str | Path, what: str, max_bytes: int, error: type[MetasearchError]) -> bytes:
@@ -60,7 +55,9 @@ def read_capped(path: str | Path, what: str, max_bytes: int, error: type[Metasea
     return data
 
 
-def _kind(mode: int) -> str:
+def _check_mode(mode: int, path: str | Path, what: str, error: type[MetasearchError]) -> None:
+    if stat.S_ISREG(mode):
+        return
     kinds = {
         stat.S_ISDIR: "a directory",
         stat.S_ISFIFO: "a FIFO",
@@ -68,4 +65,5 @@ def _kind(mode: int) -> str:
         stat.S_ISBLK: "a block device",
         stat.S_ISSOCK: "a socket",
     }
-    return next((name for test, name in kinds.items() if test(mode)), "a special file")
+    kind = next((name for test, name in kinds.items() if test(mode)), "a special file")
+    raise error(f"{what} {path} is {kind}, not a regular file; remove it or pass a file")

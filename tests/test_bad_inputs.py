@@ -303,7 +303,7 @@ SPACE_CASES: dict[str, tuple[dict[str, Any], str]] = {
     "unknown section": (TINY_SPACE | {"fixes": {}}, "fixes: unknown field"),
     "unknown field": (space_with("fixed", {"inner.rate": 0.1}), "unknown field 'inner.rate'"),
     "bad algorithm": (space_with("fixed", {"outer.algorithm": "magic"}), "outer.algorithm"),
-    "huge width": (space_with("fixed", {"architecture.widths": [10**9]}), "limit of 4,096"),
+    "huge width": (space_with("fixed", {"architecture.widths": [10**9]}), "limit of 1,024"),
     "many widths": (space_with("fixed", {"architecture.widths": [8] * 40}), "limit of 32"),
     "huge depth": (
         {
@@ -661,7 +661,7 @@ ARTIFACT_CASES: dict[str, tuple[Callable[[Path], Any], str]] = {
         "the input transform makes tensors of shape [3, 8, 8]",
     ),
     "spec widened": (
-        edited(set_in("spec", "architecture", "widths", value=[4096, 4096]), True),
+        edited(set_in("spec", "architecture", "widths", value=[100_000, 100_000]), True),
         "does not fit the learner learner.json describes",
     ),
     "spec invalid": (
@@ -889,6 +889,22 @@ def test_a_wrong_option_gets_one_line(case: str, learner_dir: Path, tmp_path: Pa
     study = write_study(tmp_path)
     filled = [a.format(study=study, learner=learner_dir, tmp=tmp_path) for a in args]
     refused(tmp_path, filled, words)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:1"])
+def test_cuda_is_refused_where_there_is_none(device: str, tmp_path: Path) -> None:
+    study = write_study(tmp_path)
+    refused(tmp_path, ["search", study, "--device", device], "CUDA, which is not available")
+
+
+def test_a_cuda_device_beyond_the_machines_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    study = write_study(tmp_path)
+    refused(tmp_path, ["search", study, "--device", "cuda:2"], "no device cuda:2", "cuda:1")
 
 
 @pytest.mark.parametrize("command", ["export", "report"])

@@ -8,7 +8,7 @@ edit the files can recompute them. Both files are written under temporary names 
 place, the metadata last (an earlier metadata file is removed first), so a crash never leaves a
 directory that looks complete. Tensors are stored with safetensors: raw arrays, never code.
 
-Reading checks sizes before content: ``learner.json`` at most ``MAX_METADATA_BYTES`` nesting at
+Reading checks sizes before content: ``learner.json`` at most ``MAX_METADATA_BYTES``, nesting at
 most ``MAX_JSON_DEPTH`` levels, the weights at most ``MAX_WEIGHTS_BYTES``, both regular files;
 weights must be finite.
 """

@@ -60,7 +60,7 @@ Condition = dict[str, Any]
 MAX_CHOICES = 1000
 SIZE_LIMITS: dict[str, int] = {
     DEPTH: 32,
-    WIDTHS: 4096,
+    WIDTHS: 1024,
     "outer.meta_batch_size": 1024,
     "outer.iterations": 1_000_000,
 }

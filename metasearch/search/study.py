@@ -366,6 +366,8 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SpecError(f"device {device} asks for CUDA, which is not available; use auto or cpu")
+    if device.startswith("cuda:") and int(device[5:]) >= (count := torch.cuda.device_count()):
+        raise SpecError(f"there is no device {device}: this machine has cuda:0 to cuda:{count - 1}")
     return device
 
 
