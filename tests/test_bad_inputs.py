@@ -14,6 +14,8 @@ import os
 import shutil
 import signal
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,11 +34,12 @@ from metasearch.cli import app
 from metasearch.export import export_learner, load_learner
 from metasearch.export.artifact import metadata_checksum
 from metasearch.learners import build_learner
+from metasearch.search.files import parse_yaml
 from metasearch.spec import LearnerSpec
 from metasearch.tasks import image_folder
 
 SIDE = 8  # pixels of every test image
-HANG_SECONDS = 30
+HANG_SECONDS = 60
 
 
 @pytest.fixture(autouse=True)
@@ -278,6 +281,19 @@ def test_a_broken_search_space_file_is_refused(case: str, tmp_path: Path) -> Non
     make(tmp_path / "space.yaml")
     study = write_study(tmp_path, space="space.yaml")
     refused(tmp_path, ["search", study], "space.yaml", words)
+
+
+def test_limits_leave_ordinary_files_alone(tmp_path: Path) -> None:
+    """Anchors used with measure, long lists and deep-enough nesting still read."""
+    text = (
+        "defaults: &lr {type: float, low: 0.01, high: 0.1}\n"
+        "a: *lr\nb: *lr\n"
+        f"widths: {list(range(5000))}\n"
+        "deep: " + "[" * 30 + "]" * 30 + "\n"
+    )
+    data = parse_yaml(text, "test")
+    assert data["a"] == data["b"] == {"type": "float", "low": 0.01, "high": 0.1}
+    assert len(data["widths"]) == 5000
 
 
 @pytest.mark.parametrize("command", ["show", "report", "export", "worker"])
@@ -689,6 +705,14 @@ ARTIFACT_CASES: dict[str, tuple[Callable[[Path], Any], str]] = {
 }
 
 
+def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path: Path) -> None:
+    spec = LearnerSpec.from_dict({"architecture": {"family": "mlp", "widths": [4]}})
+    learner = build_learner(spec, (1,), 1, "regression", seed=0)
+    note = '[{"' * 200 + '\\"]'  # brackets and escaped quotes inside one string
+    out = export_learner(learner, tmp_path / "l", input_shape=(1,), provenance={"note": note})
+    assert load_learner(out).metadata["provenance"]["note"] == note
+
+
 def test_the_intact_learner_loads(learner_dir: Path) -> None:
     assert load_learner(learner_dir).input_shape == (1, SIDE, SIDE)
     new_weights(lambda t: t)(learner_dir)  # a rewrite that keeps the values stays loadable
@@ -934,3 +958,47 @@ def test_typer_usage_errors_stay_usage_errors(args: list[str], tmp_path: Path) -
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
     assert "Traceback" not in result.output and "Usage:" in result.output
     assert tree(tmp_path) == before
+
+
+# --- the same refusals from a real process -------------------------------------------------
+
+
+def fifo_image(tmp_path: Path, learner: Path) -> list[str | Path]:
+    classes = write_classes(tmp_path / "classes", n_classes=14, per_class=2)
+    make_fifo(classes[0] / "x.png")
+    return ["search", folder_study(tmp_path)]
+
+
+def too_few_images(tmp_path: Path, learner: Path) -> list[str | Path]:
+    write_classes(tmp_path / "classes", n_classes=3, per_class=1)
+    return ["search", folder_study(tmp_path)]
+
+
+def top_zero(tmp_path: Path, learner: Path) -> list[str | Path]:
+    return ["show", write_study(tmp_path), "--top", "0"]
+
+
+IN_A_PROCESS = {  # one case per way a second line could reach the real stderr
+    "fifo image": (fifo_image, "is a FIFO"),  # decoding threads
+    "too few images": (too_few_images, "no class folder"),  # a logged warning
+    "top zero": (top_zero, "--top must be at least 1"),  # before any study is read
+}
+
+
+@pytest.mark.parametrize("case", list(IN_A_PROCESS))
+def test_a_real_process_prints_one_line(case: str, learner_dir: Path, tmp_path: Path) -> None:
+    """Logging and warnings reach the real stderr only: one line there too, and no hang."""
+    make, words = IN_A_PROCESS[case]
+    args = make(tmp_path, learner_dir)
+    before = tree(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "metasearch", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_SECONDS,
+        env=os.environ | {"METASEARCH_CACHE": str(tmp_path / "cache")},
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and words in lines[0], lines[0]
+    assert tree(tmp_path) == before, "stray files"

@@ -44,17 +44,17 @@ def image_folder(
     except OSError as error:
         raise DataError(f"cannot list the image folder {folder}: {error.strerror}") from None
     usable = [c for c in classes if len(image_files(c)) >= needed]
+    if not usable:
+        raise DataError(
+            f"no class folder under {folder} holds {needed} images (shots + query_shots); "
+            "expected root/<class>/<image> with enough images per class"
+        )
     if len(usable) < len(classes):
         log.warning(
             "left out %d of %d classes with fewer than %d images",
             len(classes) - len(usable),
             len(classes),
             needed,
-        )
-    if not usable:
-        raise DataError(
-            f"no class folder under {folder} holds {needed} images (shots + query_shots); "
-            "expected root/<class>/<image> with enough images per class"
         )
     data = load_classes(usable, [c.name for c in usable], (image_size, image_size), mode, invert)
     return ClassificationSource(
