@@ -206,6 +206,12 @@ def test_a_wrong_study_field_is_named(field: str, value: Any, words: str, tmp_pa
     refused(tmp_path, ["search", write_study(tmp_path, **{field: value})], words)
 
 
+def test_many_problems_are_counted_not_listed(tmp_path: Path) -> None:
+    study = write_study(tmp_path, objectives=["speed"] * 50_000)
+    message = refused(tmp_path, ["search", study], "objectives.4: Input should be", "49995 more")
+    assert len(message) < 1000
+
+
 def test_darts_needs_image_tasks_and_one_candidate(tmp_path: Path) -> None:
     refused(tmp_path, ["search", write_study(tmp_path, strategy="darts")], "image tasks")
     omniglot = {"source": "omniglot"}
