@@ -21,7 +21,6 @@ app = typer.Typer(
     help="Search for the best few-shot learner, inspect what was found, export it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,6 +53,7 @@ def friendly_errors(command: F) -> F:
 
     @wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        _quiet_optuna()
         try:
             return command(*args, **kwargs)
         except MetasearchError as error:
@@ -75,10 +75,10 @@ def in_range(option: str, value: int | None, low: int, high: int | None = None) 
     raise MetasearchError(f"{option} must be {allowed}, got {value}")
 
 
-def positive_seconds(option: str, value: float | None) -> None:
+def positive(option: str, value: float | None) -> None:
     """Refuses ``value`` of ``option`` that is not above zero (None passes)."""
     if value is not None and not value > 0:
-        raise MetasearchError(f"{option} must be more than 0 seconds, got {value}")
+        raise MetasearchError(f"{option} must be more than 0, got {value}")
 
 
 def known_device(device: str | None) -> None:
@@ -107,20 +107,39 @@ def output_folder(out: Path) -> None:
         ) from None
 
 
+def _quiet_optuna() -> None:
+    """metasearch reports trials itself; Optuna's own lines (with tracebacks of failed
+    candidates) only with --verbose. Done as a command starts, so that ``--help`` and
+    ``--version`` need not import Optuna (nor torch)."""
+    import optuna
+
+    verbose = logging.getLogger().level <= logging.INFO
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from metasearch import __version__
+
+        typer.echo(f"metasearch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    import optuna
-
-    # metasearch reports trials itself; Optuna's own lines (with tracebacks of failed
-    # candidates) only with --verbose.
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
 
 
 NTrialsOption = Annotated[
@@ -146,7 +165,7 @@ def search(
     from metasearch.commands.search import RunOptions, run_search
 
     in_range("--n-trials", n_trials, 1)
-    positive_seconds("--timeout", timeout)
+    positive("--timeout", timeout)
     known_device(device)
     in_range("--workers", workers, 1, MAX_WORKERS)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
@@ -167,7 +186,7 @@ def worker(
     from metasearch.commands.search import RunOptions, run_worker
 
     in_range("--n-trials", n_trials, 1)
-    positive_seconds("--timeout", timeout)
+    positive("--timeout", timeout)
     known_device(device)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
     raise typer.Exit(run_worker(study_file, options, console))
@@ -228,6 +247,58 @@ def export(
 
 @app.command()
 @friendly_errors
+def train(
+    study_file: StudyFile,
+    out: Annotated[Path, typer.Option(help="Folder to write the retrained learner to.")],
+    trial: Annotated[str, typer.Option(help="'best' or a trial number.")] = "best",
+    seed: Annotated[
+        str | None, typer.Option(help="Retrain one of the study file's seeds instead of a trial.")
+    ] = None,
+    seconds: Annotated[float | None, typer.Option(help="Budget: seconds of meta-training.")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Budget: meta-iterations.")] = None,
+    examples: Annotated[float | None, typer.Option(help="Budget: meta-training examples.")] = None,
+    storage: StorageOption = None,
+    data_root: DataRootOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Meta-train a trial's configuration again with a larger budget, and export it."""
+    from metasearch.commands.training import RetrainBudget, train_and_export
+
+    output_folder(out)
+    positive("--seconds", seconds)
+    in_range("--iterations", iterations, 1)
+    positive("--examples", examples)
+    known_device(device)
+    budget = RetrainBudget(seconds, iterations, examples)
+    code = train_and_export(
+        study_file, trial, seed, budget, out, storage, data_root, device, console
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+@friendly_errors
+def enqueue(
+    study_file: StudyFile,
+    values: Annotated[
+        list[str],
+        typer.Argument(
+            help="FIELD=VALUE for every dimension the space samples, e.g. inner.lr=0.1 "
+            "architecture.widths=[64,64]; values are read as YAML.",
+            show_default=False,
+        ),
+    ],
+    name: Annotated[str, typer.Option(help="What to call it in the study.")] = "by hand",
+    storage: StorageOption = None,
+) -> None:
+    """Queue one configuration to try next, like the study file's seeds (never pruned)."""
+    from metasearch.commands.queueing import enqueue_configuration
+
+    enqueue_configuration(study_file, values, name, storage, console)
+
+
+@app.command()
+@friendly_errors
 def evaluate(
     learner_dir: LearnerDir,
     ways: Annotated[
@@ -237,6 +308,17 @@ def evaluate(
     episodes: Annotated[
         int, typer.Option(help=f"Meta-test tasks to average over (2 to {MAX_EPISODES:,}).")
     ] = 600,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="unrotated: test classes as they are; vinyals: rotated test classes mixed "
+            "across alphabets, as papers report Omniglot."
+        ),
+    ] = "unrotated",
+    classes_from: Annotated[
+        str | None,
+        typer.Option(help="any, or one group per task: alphabet (Omniglot) or group (folders)."),
+    ] = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
 ) -> None:
@@ -247,7 +329,7 @@ def evaluate(
     in_range("--shots", shots, 1, MAX_SHOTS)
     in_range("--episodes", episodes, 2, MAX_EPISODES)
     known_device(device)
-    evaluate_learner(learner_dir, ways, shots, episodes, data_root, device)
+    evaluate_learner(learner_dir, ways, shots, episodes, protocol, classes_from, data_root, device)
 
 
 @app.command()

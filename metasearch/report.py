@@ -24,7 +24,12 @@ from optuna.trial import TrialState  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from metasearch.darts.plot import plot_architecture_weights  # noqa: E402
-from metasearch.search.results import best_trials, objective_names, trials_frame  # noqa: E402
+from metasearch.search.results import (  # noqa: E402
+    best_trials,
+    describe_trial,
+    objective_names,
+    trials_frame,
+)
 
 log = logging.getLogger(__name__)
 CURVES_SHOWN = 8
@@ -132,15 +137,7 @@ def _best_line(study: optuna.Study, any_complete: bool) -> str:
         return "No completed trial yet."
     if len(study.directions) > 1:
         return f"{len(study.best_trials)} trials on the Pareto front."
-    best = study.best_trial
-    result = best.user_attrs.get("result", {})
-    accuracy = result.get("accuracy")
-    extra = (
-        ""
-        if accuracy is None
-        else f", accuracy {accuracy:.2%} ± {result.get('accuracy_ci95', 0):.2%}"
-    )
-    return f"Best: trial {best.number}, query loss {best.value:.4g}{extra}."
+    return f"Best: {describe_trial(study.best_trial)}."
 
 
 _PAGE = """<!doctype html>

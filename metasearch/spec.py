@@ -36,6 +36,9 @@ PRIMITIVES: tuple[str, ...] = Operation.__args__  # type: ignore[attr-defined]
 """The candidate operations of a cell edge; ``none`` (the zero operation) only in the search."""
 CellKind = Literal["normal", "reduce"]
 Precision = Literal["float32", "bfloat16"]
+COSINE_SCALE = 10.0
+"""Prototypical Networks with ``distance: cosine``: logits are this times the cosine similarity
+(an unscaled cosine in [-1, 1] gives too flat a softmax to learn)."""
 
 
 class _Frozen(BaseModel):
@@ -192,6 +195,14 @@ class OuterLoopSpec(_Frozen):
     while the inner loop, the meta-parameters, normalization statistics and losses stay float32.
     It pays off on devices with bfloat16 matrix units (recent GPUs; CPUs with AMX); held-out
     scoring stays float32.
+
+    ``lr_schedule``: the meta learning rate stays ``constant`` or is ``cosine``-annealed to zero
+    over the budget really spent (Loshchilov and Hutter, 2017; MAML++ anneals so).
+
+    Prototypical Networks options (Snell et al., 2017): ``train_ways`` and ``train_shots`` shape
+    the training episodes (the paper trains Omniglot on 60-way episodes for 5- and 20-way
+    tests; ``None`` keeps the task's), and ``distance`` is ``euclidean`` (squared, the paper's
+    choice) or ``cosine`` (cosine similarity scaled by :data:`COSINE_SCALE`).
     """
 
     algorithm: Algorithm = "maml"
@@ -202,6 +213,10 @@ class OuterLoopSpec(_Frozen):
     msl_fraction: float = 0.1
     first_order_fraction: float = 0.25
     precision: Precision = "float32"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    train_ways: int | None = None
+    train_shots: int | None = None
+    distance: Literal["euclidean", "cosine"] = "euclidean"
 
     @field_validator("meta_lr")
     @classmethod
@@ -214,6 +229,13 @@ class OuterLoopSpec(_Frozen):
     @classmethod
     def _at_least_one(cls, value: int) -> int:
         if value < 1:
+            raise ValueError("must be >= 1")
+        return value
+
+    @field_validator("train_ways", "train_shots")
+    @classmethod
+    def _episode_shape(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
             raise ValueError("must be >= 1")
         return value
 
@@ -246,6 +268,18 @@ class LearnerSpec(_Frozen):
             raise ValueError("protonet has no inner loop: set inner.steps to 0")
         if algorithm != "protonet" and inner.steps == 0:
             raise ValueError(f"{algorithm} adapts by gradient steps: set inner.steps >= 1")
+        outer = self.outer
+        if algorithm != "protonet" and (
+            outer.train_ways is not None
+            or outer.train_shots is not None
+            or outer.distance != "euclidean"
+        ):
+            raise ValueError(
+                "outer.train_ways, train_shots and distance are Prototypical Networks options; "
+                f"{algorithm} trains on the task's own episodes"
+            )
+        if outer.train_ways == 1:
+            raise ValueError("outer.train_ways must be >= 2")
         return self
 
     @classmethod

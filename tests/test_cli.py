@@ -108,13 +108,37 @@ def test_search_show_report_export_then_adapt_beats_unadapted(tmp_path: Path) ->
 
     exported = run("export", study, "--out", tmp_path / "learner")
     assert exported.exit_code == 0 and "meta-test" in exported.output, exported.output
+    assert "on 600 unseen tasks" in exported.output
+    assert "protocol unrotated: 600 5-way 1-shot tasks" in exported.output
     metadata = json.loads((tmp_path / "learner" / "learner.json").read_text())
     assert metadata["provenance"]["trial"] == shown[0]["number"]
     assert metadata["scores"]["validation"]["query_loss"] == pytest.approx(shown[0]["query_loss"])
-    assert 0 <= metadata["scores"]["test"]["accuracy"] <= 1
+    test = metadata["scores"]["test"]
+    assert 0 <= test["accuracy"] <= 1 and test["n_tasks"] == 600
+    assert test["protocol"] == {
+        "name": "unrotated",
+        "tasks": 600,
+        "seed": 20170309,
+        "ways": 5,
+        "shots": 1,
+        "rotations": False,
+        "classes_from": "any",
+    }
 
     evaluated = run("evaluate", tmp_path / "learner", "--episodes", "20")
     assert evaluated.exit_code == 0 and "20 meta-test tasks" in evaluated.output
+    assert "protocol unrotated: 20 5-way 1-shot tasks of classes from the whole split" in (
+        evaluated.output
+    )
+    again = run("evaluate", tmp_path / "learner")  # the default protocol is export's
+    assert f"accuracy {test['accuracy']:.2%}" in again.output, again.output
+    refused = run("evaluate", tmp_path / "learner", "--ways", "3")
+    assert_one_line_error(refused, "maml learner has 5 outputs", "only Prototypical Networks")
+    vinyals = run("evaluate", tmp_path / "learner", "--protocol", "vinyals")
+    assert_one_line_error(vinyals, "the vinyals protocol is Omniglot's")
+    assert_one_line_error(run("evaluate", tmp_path / "learner", "--protocol", "x"), "unrotated")
+    grouped = run("evaluate", tmp_path / "learner", "--classes-from", "group")
+    assert_one_line_error(grouped, "classes_from takes any for image_folder tasks")
 
     # A new task of classes no split has seen, through the Python API, in a few lines.
     new = write_classes(tmp_path / "new", n_classes=5, per_class=4, seed=1)
@@ -215,3 +239,43 @@ def test_refused_commands_leave_the_stored_study_untouched(tmp_path: Path) -> No
     exported = run("export", study, "--trial", "7", "--out", tmp_path / "learner")
     assert_one_line_error(exported, "no trial 7")
     assert run("show", study, "--format", "json").output == before
+
+
+@pytest.mark.data
+def test_a_5way_protonet_evaluates_at_20_ways_and_by_the_vinyals_protocol(
+    tmp_path: Path, data_root: Path
+) -> None:
+    from metasearch.learners import build_learner
+    from metasearch.spec import LearnerSpec
+    from metasearch.tasks import omniglot
+
+    source = omniglot(data_root, ways=5, shots=1, query_shots=5)
+    spec = LearnerSpec.from_dict(
+        {
+            "architecture": {"widths": [16, 16]},
+            "inner": {"steps": 0},
+            "outer": {"algorithm": "protonet"},
+        }
+    )
+    learner = build_learner(spec, source.input_shape, 5, "classification", 0, "cpu")
+    task = {"source": "omniglot", "ways": 5, "shots": 1, "query_shots": 5}
+    out = metasearch.export_learner(
+        learner,
+        tmp_path / "protonet",
+        input_shape=source.input_shape,
+        source_description={**source.describe(), "task": task},
+        input_transform=source.input_transform(),
+    )
+    common = ("--episodes", "40", "--data-root", data_root, "--device", "cpu")
+    wide = run("evaluate", out, "--ways", "20", *common)
+    assert wide.exit_code == 0, wide.output
+    assert "protocol unrotated: 40 20-way 1-shot tasks" in wide.output
+    accuracy = float(wide.output.split("accuracy ")[1].split("%")[0])
+    assert accuracy > 15, wide.output  # chance is 5%: random features already tell apart
+    vinyals = run("evaluate", out, "--protocol", "vinyals", *common)
+    assert vinyals.exit_code == 0, vinyals.output
+    assert "protocol vinyals (Vinyals et al., 2016, as papers report)" in vinyals.output
+    assert "rotated into 4 classes" in vinyals.output
+    within = run("evaluate", out, "--classes-from", "alphabet", *common)
+    assert within.exit_code == 0, within.output
+    assert "tasks of classes from one alphabet, none rotated" in within.output

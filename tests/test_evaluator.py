@@ -105,3 +105,43 @@ def test_incompatible_spec_and_source_are_rejected_before_training() -> None:
 def test_budget_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="eval_tasks"):
         Budget(eval_tasks=1)
+
+
+def test_protonet_trains_on_wider_episodes_than_it_is_scored_on() -> None:
+    from metasearch.tasks import ClassificationSource
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40 * 4, 1, 8, 8), dtype=torch.uint8, generator=generator)
+    source = ClassificationSource(
+        images,
+        torch.arange(40) * 4,
+        torch.full((40,), 4),
+        {"train": range(16), "val": range(16, 28), "test": range(28, 40)},
+        ways=3,
+        shots=1,
+        query_shots=2,
+    )
+    spec = LearnerSpec.from_dict(
+        {
+            "architecture": {"family": "conv", "widths": [8], "pooling": "none"},
+            "inner": {"steps": 0},
+            "outer": {
+                "algorithm": "protonet",
+                "meta_batch_size": 2,
+                "train_ways": 12,
+                "train_shots": 2,
+            },
+        }
+    )
+    from metasearch.evaluation.evaluator import training_episodes
+
+    learner = build_learner(spec, source.input_shape, 3, source.kind)
+    episodes, trained = training_episodes(learner, source)
+    batch = episodes.sample("train", 2, torch.Generator().manual_seed(1))
+    assert batch.support_x.shape[1] == 24 and trained.n_outputs == 12 and learner.n_outputs == 3
+    assert trained.params is learner.params  # one set of meta-parameters
+    result = evaluate(spec, source, Budget(iterations=3, eval_tasks=6))
+    assert result.status == "complete" and 0 <= result.accuracy <= 1
+    assert result.examples == 3 * 2 * (24 + 12 * 2)  # the wider episodes are what it trained on
+    with pytest.raises(SpecError, match="classification task source"):
+        training_episodes(learner, SinusoidSource())

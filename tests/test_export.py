@@ -17,6 +17,7 @@ from metasearch import Budget, LearnerSpec, MetasearchError, SinusoidSource, eva
 from metasearch.algorithms import get_algorithm
 from metasearch.errors import DataError
 from metasearch.evaluation import held_out_tasks, score
+from metasearch.evaluation.scoring import DEFAULT_EVAL_SEED
 from metasearch.export import (
     AdaptedLearner,
     ArtifactError,
@@ -393,21 +394,54 @@ def test_adapt_rejects_bad_support_sets(tmp_path: Path) -> None:
     tasks = held_out_tasks(source, "test", 1, 0)
     sx, sy = tasks.support_x[0], tasks.support_y[0]
     loaded = load_learner(export(conv_learner("protonet"), source, tmp_path / "p"))
-    with pytest.raises(
-        ValueError, match="labels must be 0..2 for this 3-way learner, got \\[1, 2, 3"
-    ):
-        loaded.adapt(sx, sy + 1)
+    with pytest.raises(ValueError, match="every class; missing \\[0\\]"):
+        loaded.adapt(sx, sy + 1)  # protonet takes any number of classes, numbered from 0
     with pytest.raises(ValueError, match="integer class labels"):
         loaded.adapt(sx, sy.float())
     with pytest.raises(ValueError, match="support_x must be a batch \\[N, 1, 8, 8\\]"):
         loaded.adapt(sx[:, :, :4], sy)
-    with pytest.raises(ValueError, match="every class; missing \\[2\\]"):
-        loaded.adapt(sx, sy.clamp(max=1))
+    with pytest.raises(ValueError, match="every class; missing \\[1\\]"):
+        loaded.adapt(sx, torch.where(sy == 1, 2, sy))
     adapted = loaded.adapt(sx.double(), sy.int())  # other dtypes are converted
     with pytest.raises(ValueError, match="query_x must be a batch"):
         adapted(sx[0])
     with pytest.raises(DataError, match="does not fit this learner"):
-        loaded.score(tiny_images(ways=2), n_tasks=2)
+        loaded.score(SinusoidSource(), n_tasks=2)
+
+
+def test_protonet_takes_tasks_of_any_way_and_gradient_learners_refuse_them(
+    tmp_path: Path,
+) -> None:
+    source = tiny_images()
+    protonet = load_learner(export(conv_learner("protonet"), source, tmp_path / "protonet"))
+    maml = load_learner(export(conv_learner("maml"), source, tmp_path / "maml"))
+    assert protonet.any_ways and not maml.any_ways
+    params = {n: p.detach() for n, p in protonet.learner.params.items()}
+
+    def nearest_prototype(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+        support, query = (protonet.learner.features(params, x) for x in (sx, qx))
+        prototypes = torch.stack([support[sy == c].mean(0) for c in range(int(sy.max()) + 1)])
+        return torch.cdist(query, prototypes).argmin(-1)
+
+    wide = held_out_tasks(
+        source.with_episodes(ways=6, splits=["train"]), "train", 3, 0
+    )  # all 6 training classes
+    for sx, sy, qx in zip(wide.support_x, wide.support_y, wide.query_x):
+        adapted = protonet.adapt(sx, sy)
+        assert adapted(qx).shape == (6 * 3, 6)
+        assert torch.equal(adapted.predict(qx), nearest_prototype(sx, sy, qx))
+
+    narrow = source.with_episodes(ways=2)
+    scores = protonet.score(narrow, n_tasks=40)
+    tasks = held_out_tasks(narrow, "test", 40, DEFAULT_EVAL_SEED)
+    correct = [
+        (nearest_prototype(sx, sy, qx) == qy).double().mean() for sx, sy, qx, qy in zip(*tasks)
+    ]
+    assert scores.n_tasks == 40
+    assert scores.accuracy == pytest.approx(torch.stack(correct).mean().item(), abs=1e-9)
+    with pytest.raises(DataError, match="maml learner has 3 outputs.* cannot take 2-way tasks"):
+        maml.score(narrow, n_tasks=4)
+    assert maml.score(source, n_tasks=4).n_tasks == 4
 
 
 def test_export_package_never_unpickles() -> None:

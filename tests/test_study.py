@@ -60,7 +60,8 @@ def test_shipped_study_files_load(path: Path) -> None:
     config = load_study_file(path)
     assert config.storage == f"sqlite:///{path.with_suffix('.db')}"
     assert config.file_sha256 and config.path == path
-    assert config.sampler is not None and config.space.dimensions
+    assert config.sampler is not None
+    assert config.space.dimensions or config.strategy == "darts"  # darts may fix the rest
     make_pruner(config)
     if config.sampler.name not in ("cmaes",):
         make_sampler(config)
@@ -103,6 +104,10 @@ def test_an_inline_space_works() -> None:
         ({"trails": 3}, ["trails: unknown field"]),
         ({"task": {"source": "mnist"}}, ["task", "'sinusoid', 'omniglot', 'image_folder'"]),
         ({"task": {"source": "sinusoid", "ways": 5}}, ["task.sinusoid.ways: unknown field"]),
+        (
+            {"task": {"source": "image_folder", "root": "x", "classes_from": "alphabet"}},
+            ["task.image_folder.classes_from", "'any' or 'group'"],
+        ),
         ({"objectives": ["accuracy"]}, ["objectives", "first objective must be query_loss"]),
         ({"objectives": ["query_loss", "speed"]}, ["objectives.1", "'adaptation_seconds'"]),
         ({"objectives": ["query_loss", "accuracy"], "pruner": {"name": "none"}}, ["regression"]),
@@ -166,6 +171,27 @@ def test_an_image_folder_root_is_read_under_the_data_root(
     assert source.input_shape == (1, 28, 28) and source.n_outputs == 2
 
 
+def test_grouped_image_folders_draw_classes_from_one_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METASEARCH_CACHE", str(tmp_path / "cache"))
+    for g in range(3):
+        for c in range(8):
+            folder = tmp_path / "data" / "scripts" / f"script{g}" / f"letter{c}"
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("L", (10, 10), color=g * 80 + c * 9 + i).save(folder / f"{i}.png")
+    task = {"source": "image_folder", "root": "scripts", "ways": 2, "query_shots": 2}
+    plain = StudyConfig.from_dict(changed(task=task), base_dir=ROOT / "studies")
+    assert "classes_from" not in plain.task.model_dump(mode="json")  # as studies made before it
+    grouped = changed(task=task | {"classes_from": "group", "mode": "L"})
+    config = StudyConfig.from_dict(grouped, base_dir=ROOT / "studies")
+    assert config.task.model_dump(mode="json")["classes_from"] == "group"
+    source = build_source(config, data_root=tmp_path / "data", device="cpu")
+    assert source.describe()["classes_from"] == "group"
+    assert source.class_groups.tolist() == [g for g in range(3) for _ in range(8)]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
 def test_asking_for_cuda_without_it_says_so() -> None:
     assert resolve_device("auto") == "cpu"
@@ -181,6 +207,36 @@ def test_sampler_and_pruner_follow_the_study() -> None:
     sampler = make_sampler(config, seed_offset=3)
     assert isinstance(sampler, optuna.samplers.RandomSampler)
     assert first_draw(sampler) == first_draw(optuna.samplers.RandomSampler(seed=10))
-    pruner = make_pruner(config)
+    pruner = make_pruner(config.model_copy(update={"trials": 16}))  # 2 brackets, 8 trials each
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
     assert pruner._min_resource == 10 and pruner._max_resource == 20  # eval_every, iterations
+
+
+def test_a_study_too_small_for_hyperband_halves_in_one_bracket() -> None:
+    config = StudyConfig.from_dict(
+        changed(
+            pruner={"name": "hyperband"},
+            budget={"unit": "seconds", "time_limit": 90, "eval_every": 10, "eval_tasks": 10},
+            trials=12,
+        ),
+        base_dir=ROOT / "studies",
+    )
+    pruner = make_pruner(config)  # rungs at 10, 30, 90 s: 3 brackets would need 24 trials
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert pruner._min_resource == 10 and pruner._reduction_factor == 3
+    explicit = config.model_copy(
+        update={"pruner": config.pruner.model_copy(update={"options": {"min_resource": 5}})}
+    )
+    assert isinstance(make_pruner(explicit), optuna.pruners.HyperbandPruner)
+
+
+def test_tpe_start_up_trials_follow_the_study_size() -> None:
+    config = StudyConfig.from_dict(changed(sampler={"name": "tpe"}), base_dir=ROOT / "studies")
+    sizes = {
+        trials: make_sampler(config.model_copy(update={"trials": trials}))._n_startup_trials
+        for trials in (3, 12, 40, 200)
+    }
+    assert sizes == {3: 1, 12: 3, 40: 10, 200: 10}
+    explicit = changed(sampler={"name": "tpe", "options": {"n_startup_trials": 7}})
+    sampler = make_sampler(StudyConfig.from_dict(explicit, base_dir=ROOT / "studies"))
+    assert sampler._n_startup_trials == 7

@@ -142,7 +142,7 @@ def check_tasks(source: ClassificationSource, split: str, n_tasks: int = 100) ->
         assert torch.all(torch.stack([t.bincount(minlength=ways) for t in y]) == per_label)
     assert set(seen.classes.unique().tolist()) <= set(SPLIT_CLASSES[split])
     assert torch.all(seen.examples < torch.tensor(COUNTS)[seen.classes])
-    if not source.rotations:
+    if source.n_classes(split) == len(SPLIT_CLASSES[split]):  # not rotated
         assert torch.all(seen.turns == 0)
     rotated_class = seen.classes * 4 + seen.turns  # each rotation is a class of its own
     for keys, examples, y in zip(rotated_class, seen.examples, labels):
@@ -153,16 +153,24 @@ def check_tasks(source: ClassificationSource, split: str, n_tasks: int = 100) ->
     return seen
 
 
-@pytest.mark.parametrize("rotations", [False, True])
+@pytest.mark.parametrize(
+    ("settings", "rotated"),
+    [
+        ({}, ()),
+        ({"rotations": True}, ("train",)),
+        ({"rotations": True, "rotate_held_out": True}, SPLITS),
+    ],
+    ids=["unrotated", "train-rotations", "vinyals"],
+)
 @pytest.mark.parametrize("split", SPLITS)
 def test_tasks_stay_in_their_split_with_distinct_classes_and_images(
-    split: str, rotations: bool
+    split: str, settings: dict[str, Any], rotated: tuple[str, ...]
 ) -> None:
-    source = make_source(rotations=rotations)
+    source = make_source(**settings)
     seen = check_tasks(source, split)
     assert set(seen.classes.unique().tolist()) == set(SPLIT_CLASSES[split])  # all get drawn
-    assert set(seen.turns.unique().tolist()) == ({0, 1, 2, 3} if rotations else {0})
-    assert source.n_classes(split) == len(SPLIT_CLASSES[split]) * (4 if rotations else 1)
+    assert set(seen.turns.unique().tolist()) == ({0, 1, 2, 3} if split in rotated else {0})
+    assert source.n_classes(split) == len(SPLIT_CLASSES[split]) * (4 if split in rotated else 1)
 
 
 def test_labels_are_permuted_afresh_for_every_task() -> None:
@@ -184,6 +192,22 @@ def test_rotated_classes_are_exact_quarter_turns_of_the_originals() -> None:
         assert torch.equal(x[turned], torch.rot90(originals[turned], k, dims=(-2, -1)))
 
 
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_training_rotations_leave_held_out_images_as_stored(split: str) -> None:
+    source = make_source(rotations=True)
+    batch, seen, _ = sample_decoded(source, split, 50)
+    x = torch.cat([batch.support_x, batch.query_x], dim=1)
+    stored = source.images[source.class_offsets[seen.classes] + seen.examples].float() / 255
+    assert torch.equal(x, stored)
+    assert source.describe()["rotations"] and not source.describe()["held_out_rotations"]
+    vinyals = source.with_sampling(rotate_held_out=True)
+    assert vinyals.images is source.images and vinyals.n_classes(split) == 4 * source.n_classes(
+        split
+    )
+    batch, seen, _ = sample_decoded(vinyals, split, 50)
+    assert set(seen.turns.unique().tolist()) == {0, 1, 2, 3}
+
+
 def test_unequal_classes_are_drawn_whole_and_never_past_their_end() -> None:
     """Every image of every class turns up in support sets and in query sets, nothing else does."""
     counts = [4, 30, 4, 17, 5, 4, 4, 4, 4, 4]
@@ -196,6 +220,20 @@ def test_unequal_classes_are_drawn_whole_and_never_past_their_end() -> None:
     for part in (slice(None, n_support), slice(n_support, None)):
         classes, examples = seen.classes[:, part].flatten(), seen.examples[:, part].flatten()
         assert set(zip(classes.tolist(), examples.tolist())) == every_image
+
+
+def test_with_episodes_samples_another_shape_from_the_same_tensors() -> None:
+    source = make_source(rotations=True)
+    wide = source.with_episodes(ways=6, query_shots=2)
+    assert (wide.ways, wide.shots, wide.query_shots, wide.n_outputs) == (6, 1, 2, 6)
+    assert (source.ways, source.query_shots, source.n_outputs) == (5, 3, 5)  # left as it was
+    assert wide.images is source.images and wide.class_offsets is source.class_offsets
+    check_tasks(wide, "train")
+    check_tasks(source.with_episodes(shots=2, query_shots=2), "val")
+    with pytest.raises(DataError, match=r"'train' has a class with 4 images"):
+        source.with_episodes(shots=2, query_shots=3)
+    with pytest.raises(ValueError, match="ways >= 2"):
+        source.with_episodes(ways=1)
 
 
 @pytest.mark.parametrize(
@@ -229,10 +267,63 @@ def test_bad_settings_raise_value_error(settings: dict[str, Any], match: str) ->
 
 
 def test_too_few_classes_is_a_data_error_unless_rotations_make_up_for_it() -> None:
-    splits = {"train": range(12), "val": range(12, 18), "test": [18, 19]}
-    with pytest.raises(DataError, match=r"'test' has 2 classes, fewer than ways = 5"):
+    splits = {"train": [0, 1], "val": range(12, 18), "test": range(18, 24)}
+    with pytest.raises(DataError, match=r"'train' has 2 classes, fewer than ways = 5"):
         make_source(splits=splits)
-    assert make_source(splits=splits, rotations=True).n_classes("test") == 8
+    assert make_source(splits=splits, rotations=True).n_classes("train") == 8
+    held_out = {"train": range(12), "val": range(12, 18), "test": [18, 19]}
+    with pytest.raises(DataError, match=r"'test' has 2 classes, fewer than ways = 5"):
+        make_source(splits=held_out, rotations=True)  # training rotations do not reach test
+    assert make_source(splits=held_out, rotate_held_out=True).n_classes("test") == 8
+
+
+# Tasks within one group: classes 0-4 form group 0, 5-9 group 1 and so on. With 3-way tasks, the
+# train split (0-11) can host them in groups 0 and 1 (group 2 holds only 10 and 11), val (12-17)
+# in groups 2 and 3, and test (18-23) in group 4 alone.
+GROUPS = torch.arange(24) // 5
+HOSTS = {"train": {0, 1}, "val": {2, 3}, "test": {4}}
+
+
+def grouped_source(**settings: Any) -> ClassificationSource:
+    return make_source(ways=3, class_groups=GROUPS, classes_from="group", **settings)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_grouped_tasks_draw_every_class_from_one_group_that_can_host_them(split: str) -> None:
+    source = grouped_source()
+    seen = check_tasks(source, split, n_tasks=400)
+    groups = GROUPS[seen.classes]  # [T, images]
+    assert torch.all(groups == groups[:, :1]), "a task mixes groups"
+    assert set(groups[:, 0].tolist()) == HOSTS[split]
+    hosted = {c for c in SPLIT_CLASSES[split] if int(GROUPS[c]) in HOSTS[split]}
+    assert set(seen.classes.unique().tolist()) == hosted
+    assert source.describe()["classes_from"] == "group"
+
+
+def test_groups_are_picked_in_proportion_to_their_classes() -> None:
+    """With rotations, train's group 2 (classes 10, 11) hosts 8 classes against 20 in groups
+    0 and 1 each, so it should host 8/48 of the tasks."""
+    source = grouped_source(rotations=True)
+    _, seen, _ = sample_decoded(source, "train", 3000)
+    shares = GROUPS[seen.classes[:, 0]].bincount(minlength=3).double() / 3000
+    expected = torch.tensor([20, 20, 8], dtype=torch.double) / 48
+    assert torch.allclose(shares, expected, atol=0.03), shares
+
+
+def test_grouped_tasks_depend_only_on_the_seed_and_any_is_unchanged() -> None:
+    source = grouped_source()
+    assert same_batch(source.sample("val", 20, seeded(3)), source.sample("val", 20, seeded(3)))
+    mixed = source.with_sampling(classes_from="any")
+    plain = make_source(ways=3)
+    assert same_batch(mixed.sample("train", 20, seeded(3)), plain.sample("train", 20, seeded(3)))
+
+
+def test_a_split_without_a_group_that_can_host_a_task_is_a_data_error() -> None:
+    message = r"no group of split 'val' has the 4 classes .* 2 groups has 3; .* classes_from: any"
+    with pytest.raises(DataError, match=message):
+        make_source(ways=4, class_groups=GROUPS, classes_from="group")
+    with pytest.raises(ValueError, match="needs class_groups"):
+        make_source(classes_from="group")
 
 
 def test_too_few_images_is_a_data_error_that_says_what_to_do() -> None:
@@ -350,6 +441,43 @@ def test_image_folder_errors_name_the_folder(image_root: Path, tmp_path: Path) -
         image_folder(image_root, shots=1, query_shots=20)
 
 
+def grouped_root(tmp_path: Path) -> Path:
+    """root/<group>/<class>/<image>: 4 groups of 6 classes of 4 solid images; red is the group,
+    green the class within it."""
+    root = tmp_path / "grouped"
+    for g in range(4):
+        for c in range(6):
+            for e in range(4):
+                path = root / f"group{g}" / f"class{c}" / f"{e}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (8, 8), (40 + 50 * g, 30 * c, 10 * e)).save(path)
+    return root
+
+
+def test_image_folder_groups_draw_every_task_from_one_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METASEARCH_CACHE", str(tmp_path / "cache"))
+    root = grouped_root(tmp_path)
+    source = load_folder(root, classes_from="group", fractions=(0.5, 0.25, 0.25))
+    assert source.class_counts.tolist() == [4] * 24 and source.describe()["classes_from"] == "group"
+    assert source.class_groups.tolist() == [g for g in range(4) for _ in range(6)]
+    splits = [set(source.split_classes[s].tolist()) for s in SPLITS]
+    assert [len(s) for s in splits] == [12, 6, 6] and set.union(*splits) == set(range(24))
+    for split in SPLITS:
+        batch = source.sample(split, 200, seeded(0))
+        x = torch.cat([batch.support_x, batch.query_x], dim=1)
+        pixels = (x[..., 0, 0] * 255).round().long()  # [T, images, RGB]
+        group, member = (pixels[..., 0] - 40) // 50, pixels[..., 1] // 30
+        assert torch.all(group == group[:, :1]), "a task mixes groups"
+        classes = set((group * 6 + member).unique().tolist())
+        assert classes <= splits[SPLITS.index(split)]
+    with pytest.raises(
+        DataError, match=r"no class folder .* expected root/<group>/<class>/<image>"
+    ):
+        load_folder(root / "group0", classes_from="group")
+
+
 # Omniglot
 
 
@@ -380,8 +508,10 @@ def test_omniglot_lake_split_tests_on_the_evaluation_alphabets(data_root: Path) 
     assert sum(1 for alphabet in evaluation.iterdir() for _ in alphabet.iterdir()) == 659
     source = omniglot(data_root, ways=5, shots=1, query_shots=5, split="lake")
     train, val, test = (set(source.split_classes[s].tolist()) for s in SPLITS)
-    assert test == set(range(964, 1623)) and len(train) == 864 and len(val) == 100
+    assert test == set(range(964, 1623)) and len(val) >= 100 and len(train) == 964 - len(val)
     assert train | val == set(range(964))
+    alphabet = source.class_groups.tolist()
+    assert not {alphabet[c] for c in train} & {alphabet[c] for c in val}  # whole alphabets
 
 
 @pytest.mark.data
@@ -391,3 +521,85 @@ def test_omniglot_images_are_bright_strokes_on_dark(omniglot_5way: Classificatio
     x = torch.cat([batch.support_x, batch.query_x], dim=1)
     assert x.dtype == torch.float32 and x.min() >= 0 and 0.9 < x.max() <= 1
     assert x.mean() < 0.25 and omniglot_5way.images.float().mean() / 255 < 0.25
+
+
+def omniglot_alphabets(data_root: Path) -> list[str]:
+    """The alphabet of every Omniglot character, in the order of class indices (by subset,
+    alphabet and character), read from the folders."""
+    folder = data_root / "omniglot" / "omniglot-py"
+    return [
+        f"{subset}/{alphabet.name}"
+        for subset in ("images_background", "images_evaluation")
+        for alphabet in sorted((folder / subset).iterdir())
+        if alphabet.is_dir()
+        for character in sorted(alphabet.iterdir())
+        if character.is_dir()
+    ]
+
+
+class StoredImages:
+    """Finds sampled images among a source's stored images at each quarter turn."""
+
+    def __init__(self, source: ClassificationSource) -> None:
+        n_pixels = math.prod(source.input_shape)
+        self.weights = torch.randint(-(2**40), 2**40, (n_pixels,), generator=seeded(0))
+        stored = source.images.cpu()
+        turned = [self.fingerprint(torch.rot90(stored, k, dims=(-2, -1))) for k in range(4)]
+        self.keys, order = torch.cat(turned).sort()
+        classes = torch.arange(len(source.class_counts)).repeat_interleave(
+            source.class_counts.cpu()
+        )
+        self.classes = classes.repeat(4)[order]
+        self.turns = torch.arange(4).repeat_interleave(len(stored))[order]
+
+    def fingerprint(self, images: Tensor) -> Tensor:
+        return (images.flatten(-3).long() * self.weights).sum(-1)
+
+    def find(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The class and quarter turns of every image of ``x [..., C, H, W]`` in [0, 1]."""
+        keys = self.fingerprint((x.cpu() * 255).round().to(torch.uint8))
+        at = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
+        assert torch.equal(self.keys[at], keys), "a sampled image is no stored image turned"
+        return self.classes[at], self.turns[at]
+
+
+@pytest.mark.data
+def test_omniglot_rotates_training_characters_only_and_draws_within_alphabets(
+    omniglot_5way: ClassificationSource, data_root: Path
+) -> None:
+    alphabet_of = omniglot_alphabets(data_root)
+    assert len(set(alphabet_of)) == 50
+    within = omniglot_5way.with_sampling(classes_from="alphabet")
+    assert within.describe()["classes_from"] == "alphabet"
+    stored = StoredImages(omniglot_5way)
+    for split in SPLITS:
+        members = set(omniglot_5way.split_classes[split].tolist())
+        for source, one_alphabet in ((omniglot_5way, False), (within, True)):
+            batch = source.sample(split, 200, seeded(1))
+            classes, turns = stored.find(torch.cat([batch.support_x, batch.query_x], dim=1))
+            assert set(classes.unique().tolist()) <= members
+            alphabets = [{alphabet_of[c] for c in task} for task in classes.tolist()]
+            if one_alphabet:
+                assert all(len(a) == 1 for a in alphabets), "a task mixes alphabets"
+            else:
+                assert sum(len(a) > 1 for a in alphabets) > 190
+            upright = (turns == 0).double().mean().item()
+            if split == "train":
+                assert 0.15 < upright < 0.4, upright  # a quarter, but for symmetric characters
+            else:
+                assert upright == 1.0, f"{split} tasks hold rotated images"
+
+
+@pytest.mark.data
+def test_omniglot_20way_within_alphabet_tests_on_evaluation_alphabets(data_root: Path) -> None:
+    mixed = omniglot(data_root, ways=20, shots=1, query_shots=1, split="lake")
+    source = mixed.with_sampling(classes_from="alphabet")  # validation holds whole alphabets
+    alphabet_of = omniglot_alphabets(data_root)
+    validation, _ = StoredImages(source).find(source.sample("val", 20, seeded(2)).support_x)
+    assert all(len({alphabet_of[c] for c in task}) == 1 for task in validation.tolist())
+    batch = source.sample("test", 100, seeded(2))
+    classes, turns = StoredImages(source).find(batch.support_x)
+    assert torch.all(turns == 0) and torch.all(classes >= 964)
+    assert all(len({alphabet_of[c] for c in task}) == 1 for task in classes.tolist())
+    assert all(len(set(task)) == 20 for task in classes.tolist())
+    assert len({alphabet_of[c] for c in classes[:, 0].tolist()}) > 10  # many alphabets host

@@ -1,8 +1,9 @@
 """Prototypical Networks (Snell, Swersky and Zemel, 2017).
 
 The body embeds every image; a class's prototype is the mean embedding of its support images,
-and the logits of a query are its negative squared Euclidean distances to the prototypes. No
-inner loop: the state of a task is its prototypes.
+and the logits of a query are its negative squared Euclidean distances to the prototypes (or,
+with ``outer.distance: cosine``, its scaled cosine similarities to them). No inner loop: the
+state of a task is its prototypes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from torch import Tensor
 
 from metasearch.algorithms.base import AnyLearner, MetaAlgorithm
 from metasearch.learners.learner import Params
+from metasearch.spec import COSINE_SCALE
 
 
 class PrototypicalNetworks(MetaAlgorithm):
@@ -26,6 +28,9 @@ class PrototypicalNetworks(MetaAlgorithm):
 
     def predict(self, learner: AnyLearner, params: Params, state: Tensor, x: Tensor) -> Tensor:
         embeddings = learner.features(params, x)
+        if learner.spec.outer.distance == "cosine":
+            similarity = F.normalize(embeddings, dim=-1) @ F.normalize(state, dim=-1).mT
+            return COSINE_SCALE * similarity
         squared = (
             embeddings.pow(2).sum(-1, keepdim=True)
             - 2 * embeddings @ state.mT

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from metasearch.algorithms import get_algorithm
 from metasearch.commands.common import load_config, load_existing_study, study_storage
 from metasearch.errors import MetasearchError
-from metasearch.evaluation import evaluate, held_out_tasks, score
+from metasearch.evaluation import (
+    META_TEST_TASKS,
+    Protocol,
+    Scores,
+    evaluate,
+    held_out_tasks,
+    score,
+)
 from metasearch.export import export_learner
-from metasearch.learners import build_learner
+from metasearch.learners import Learner, build_learner
 from metasearch.search.results import best_trials
 from metasearch.search.storage import redact
-from metasearch.search.study import build_source
+from metasearch.search.study import StudyConfig, build_source
 from metasearch.search.weights import load_trial_weights, weights_dir
 from metasearch.spec import LearnerSpec
+from metasearch.tasks import TaskSource
 
 
 def export_trial(
@@ -29,11 +38,13 @@ def export_trial(
     device: str | None,
     console: Console,
 ) -> Path:
-    """Exports trial ``trial`` ('best' or a number), scored on the meta-test split."""
+    """Exports trial ``trial`` ('best' or a number), scored by the default meta-test protocol
+    (:class:`~metasearch.evaluation.Protocol`) on 600 tasks, or the study's ``eval_tasks``
+    where that is more."""
     config = load_config(study_file)
     storage_url = study_storage(config, storage)
     study = load_existing_study(config, storage_url)
-    chosen = _pick_trial(study, trial)
+    chosen = pick_trial(study, trial)
     spec = LearnerSpec.from_dict(chosen.user_attrs["spec"])
     source = build_source(config, data_root, device)
     budget = config.budget.to_budget(config.seed)
@@ -49,35 +60,75 @@ def export_trial(
         if result.learner is None:
             raise MetasearchError(f"trial {chosen.number} failed again: {result.reason}")
         learner = result.learner
-    test_tasks = held_out_tasks(source, "test", budget.eval_tasks, budget.eval_seed)
-    test = score(get_algorithm(spec.outer.algorithm), learner, test_tasks)
-    validation = {
-        key: chosen.user_attrs.get("result", {}).get(key)
-        for key in ("query_loss", "query_loss_ci95", "accuracy", "accuracy_ci95")
-    }
-    export_learner(
+    result = chosen.user_attrs.get("result", {})
+    export_scored(
         learner,
+        config,
+        source,
         out,
-        input_shape=source.input_shape,
-        source_description={**source.describe(), "task": config.task.model_dump(mode="json")},
-        input_transform=source.input_transform(),
-        scores={"validation": validation, "test": asdict(test)},
+        label=f"trial {chosen.number}",
+        validation={key: result.get(key) for key in VALIDATION_KEYS},
+        training={key: result.get(key) for key in TRAINING_KEYS},
         provenance={
             "study": config.name,
             "trial": chosen.number,
             "study_file_sha256": config.file_sha256,
             "storage": redact(storage_url),
         },
-    )
-    accuracy = "" if test.accuracy is None else f", accuracy {test.accuracy:.2%}"
-    console.print(
-        f"exported trial {chosen.number} to [bold]{out}[/]: meta-test query loss "
-        f"{test.loss:.4g} ± {test.loss_ci95:.2g}{accuracy} on {test.n_tasks} unseen tasks"
+        console=console,
     )
     return out
 
 
-def _pick_trial(study, which: str):  # type: ignore[no-untyped-def]
+VALIDATION_KEYS = ("query_loss", "query_loss_ci95", "accuracy", "accuracy_ci95")
+TRAINING_KEYS = ("iterations", "examples", "meta_train_seconds", "scoring_seconds", "resumed_from")
+
+
+def export_scored(
+    learner: Learner,
+    config: StudyConfig,
+    source: TaskSource,
+    out: Path,
+    *,
+    label: str,
+    validation: dict[str, Any],
+    training: dict[str, Any],
+    provenance: dict[str, Any],
+    console: Console,
+) -> Scores:
+    """Scores ``learner`` (``label`` names it in the verdict printed) on meta-test tasks the
+    search never saw and exports it to ``out`` with its validation scores and what it really
+    trained (``training``: iterations, examples, seconds)."""
+    budget = config.budget.to_budget(config.seed)
+    protocol = Protocol(tasks=max(META_TEST_TASKS, budget.eval_tasks), seed=budget.eval_seed)
+    test_source = protocol.source(source, "test")
+    test_tasks = held_out_tasks(test_source, "test", protocol.tasks, protocol.seed)
+    test = score(get_algorithm(learner.spec.outer.algorithm), learner, test_tasks)
+    export_learner(
+        learner,
+        out,
+        input_shape=source.input_shape,
+        source_description={**source.describe(), "task": config.task.model_dump(mode="json")},
+        input_transform=source.input_transform(),
+        scores={
+            "validation": validation,
+            "test": {**asdict(test), "protocol": protocol.describe(test_source)},
+        },
+        provenance={**provenance, "training": training},
+    )
+    accuracy = "" if test.accuracy is None else f", accuracy {test.accuracy:.2%}"
+    accuracy += "" if test.accuracy_ci95 is None else f" ± {test.accuracy_ci95:.2%}"
+    iterations = training.get("iterations")
+    trained = "" if iterations is None else f" (meta-trained {iterations} iterations)"
+    console.print(
+        f"exported {label} to [bold]{out}[/]{trained}: meta-test query loss "
+        f"{test.loss:.4g} ± {test.loss_ci95:.2g}{accuracy} on {test.n_tasks} unseen tasks"
+    )
+    console.print(protocol.summary(test_source), highlight=False, soft_wrap=True)
+    return test
+
+
+def pick_trial(study, which: str):  # type: ignore[no-untyped-def]
     if which == "best":
         if len(study.directions) > 1:
             raise MetasearchError(

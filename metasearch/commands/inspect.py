@@ -15,7 +15,9 @@ from metasearch.errors import MetasearchError
 from metasearch.report import write_report
 from metasearch.search.results import objective_names, trials_frame
 
-SUMMARY_COLUMNS = ("accuracy", "n_parameters", "meta_train_seconds")
+SUMMARY_COLUMNS = ("accuracy", "iterations", "n_parameters", "meta_train_seconds")
+TRAINED = "outer.iterations"
+"""The spec's iterations: what the trial really trained, shown among the summary rows."""
 
 
 def show_best(study_file: Path, top: int, output: str, storage: str | None) -> None:
@@ -39,7 +41,7 @@ def show_best(study_file: Path, top: int, output: str, storage: str | None) -> N
 def _table(frame: pd.DataFrame, objectives: list[str], name: str, total: int) -> Table:
     """One column per trial, best first; rows: scores, then the spec fields that differ between
     the trials shown (the fields they share go into the caption)."""
-    spec_fields = [c for c in frame.columns if "." in c]
+    spec_fields = [c for c in frame.columns if "." in c and c != TRAINED]
     varying = [c for c in spec_fields if frame[c].astype(str).nunique() > 1]
     rows = [c for c in ("state", *objectives, *SUMMARY_COLUMNS) if c in frame]
     rows = [c for c in rows if not frame[c].map(_missing).all()]

@@ -10,8 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from metasearch.errors import DataError, MetasearchError
+from metasearch.evaluation import Protocol
 from metasearch.export import ExportedLearner, load_learner
 from metasearch.search.study import resolve_device, source_from_task
+from metasearch.tasks import ClassificationSource
 from metasearch.tasks.images import IMAGE_SUFFIXES, image_files, read_image, refusing_bombs
 
 
@@ -20,24 +22,34 @@ def evaluate_learner(
     ways: int | None,
     shots: int | None,
     episodes: int,
+    protocol_name: str,
+    classes_from: str | None,
     data_root: Path | None,
     device: str | None,
 ) -> None:
-    """Scores the learner on ``episodes`` meta-test tasks of the source it was trained on."""
+    """Scores the learner on ``episodes`` meta-test tasks of the source it was trained on, drawn
+    by the named protocol; ``ways`` and ``shots`` change the tasks' shape."""
+    if (ways is not None and ways < 2) or (shots is not None and shots < 1) or episodes < 1:
+        raise MetasearchError("--ways takes 2 or more, --shots and --episodes 1 or more")
+    protocol = Protocol(protocol_name, episodes, classes_from=classes_from)
     target = resolve_device(device or "auto")
     exported = load_learner(learner_dir, target)
     task = exported.metadata["source"].get("task")
     if not isinstance(task, dict) or not task:
         raise MetasearchError(f"{learner_dir} does not record its task source; cannot sample tasks")
-    if ways is not None and ways != exported.learner.n_outputs:
-        raise MetasearchError(
-            f"this learner was meta-trained for {exported.learner.n_outputs}-way tasks; "
-            f"--ways {ways} needs a learner searched for {ways}-way tasks"
-        )
-    if shots is not None:
+    if ways is not None:
+        if exported.learner.task_kind != "classification":
+            raise MetasearchError("--ways is for classification; this learner does regression")
+        exported.learner_for(ways)  # says why a learner with a head refuses another way
+    if shots is not None and exported.learner.task_kind == "regression":
         task = task | {"shots": shots}
     source = source_from_task(task, data_root, target)
-    scores = exported.score(source, split="test", n_tasks=episodes)
+    if isinstance(source, ClassificationSource) and (ways or shots):
+        source = source.with_episodes(ways, shots, splits=["test"])
+    view = protocol.source(source, "test")
+    scores = exported.score(
+        view, "test", protocol.tasks, protocol.seed, protocol.name, protocol.classes_from
+    )
     if not math.isfinite(scores.loss):
         raise MetasearchError(
             f"the learner at {learner_dir} gives a non-finite query loss on its meta-test tasks; "
@@ -48,7 +60,9 @@ def evaluate_learner(
     )
     if scores.accuracy is not None:
         line += f", accuracy {scores.accuracy:.2%} ± {scores.accuracy_ci95:.2%}"
-    Console().print(line)
+    console = Console()
+    console.print(protocol.summary(view), highlight=False, soft_wrap=True)
+    console.print(line)
 
 
 def adapt_to_folders(learner_dir: Path, support: Path, query: Path, device: str | None) -> None:

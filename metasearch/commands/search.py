@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from metasearch.commands.common import STORAGE_VARIABLE, load_config, study_storage
 from metasearch.commands.stopping import GracefulStop
 from metasearch.errors import MetasearchError
+from metasearch.search.results import describe_trial
 from metasearch.search.runner import open_study, run_study
 from metasearch.search.storage import redact
 from metasearch.search.study import StudyConfig, build_source
@@ -184,7 +185,7 @@ def _summary(study: optuna.Study, config: StudyConfig, study_file: Path, console
     console.print(
         f"study [bold]{config.name}[/]: {_finished(study)} finished trials"
         + (f", {failed} failed" if failed else "")
-        + f"; best {_best_text(study)}. Next: metasearch show {study_file}"
+        + f"; best {_best_line(study)}. Next: metasearch show {study_file}"
     )
 
 
@@ -201,3 +202,11 @@ def _best_text(study: optuna.Study) -> str:
         return "-"
     best = study.best_trial
     return f"{best.value:.4g} (#{best.number})"
+
+
+def _best_line(study: optuna.Study) -> str:
+    """The summary's account of the best trial: its scores with their intervals and the
+    meta-iterations it really trained."""
+    if len(study.directions) > 1 or _best_text(study) == "-":
+        return _best_text(study)
+    return describe_trial(study.best_trial)

@@ -8,13 +8,17 @@ from metasearch.evaluation.evaluator import (
     evaluate,
 )
 from metasearch.evaluation.population import check_population, evaluate_population
+from metasearch.evaluation.protocol import META_TEST_TASKS, PROTOCOLS, Protocol
 from metasearch.evaluation.result import Budget, EvaluationResult
 from metasearch.evaluation.scoring import Scores, held_out_tasks, mean_ci95, score
 
 __all__ = [
+    "META_TEST_TASKS",
+    "PROTOCOLS",
     "Budget",
     "CheckpointStore",
     "EvaluationResult",
+    "Protocol",
     "Report",
     "Scores",
     "TrainingInterrupted",

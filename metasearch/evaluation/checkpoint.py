@@ -35,6 +35,7 @@ class TrainingState:
     learner: dict[str, Tensor]
     optimizer: dict[str, Any]
     generator: Tensor
+    examples: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class CheckpointStore:
         record = {
             "iteration": state.iteration,
             "seconds": state.seconds,
+            "examples": state.examples,
             "first_loss": state.first_loss,
             "curve": [list(point) for point in state.curve],
             "optimizer_groups": groups,
@@ -81,6 +83,7 @@ class CheckpointStore:
             learner=learner,
             optimizer=_unflatten_optimizer(tensors, record["optimizer_groups"]),
             generator=tensors["generator"],
+            examples=record.get("examples", 0.0),
         )
 
     def clear(self) -> None:

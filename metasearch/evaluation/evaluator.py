@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -88,9 +89,20 @@ def check_compatible(spec: LearnerSpec, source: TaskSource) -> None:
         )
 
 
+PROBE_ITERATIONS = 3
+"""Meta-iterations timed before deciding whether a candidate can reach its ``min_iterations``
+in its time limit (the first one, with its warm-up, does not count in the estimate)."""
+
+
 class MetaTraining:
-    """The outer loop of one candidate, with its progress (``done``, ``curve``, ``seconds``) and
-    how it ended (``pruned``, or ``failure`` with a reason)."""
+    """The outer loop of one candidate, with its progress (``done`` iterations, ``seconds`` and
+    ``examples`` of meta-training, ``curve``) and how it ended (``pruned`` with ``reason``, or
+    ``failure`` with a reason).
+
+    Spending is measured per iteration (sampling, meta-gradient, outer step), so held-out
+    scoring and checkpoints do not eat into a candidate's budget; they are timed apart
+    (``scoring_seconds``).
+    """
 
     def __init__(
         self,
@@ -103,18 +115,23 @@ class MetaTraining:
         self.learner, self.source, self.budget = learner, source, budget
         self.algorithm, self.tasks = algorithm, tasks
         retain_freed_memory(source.device)
-        self.iterations = budget.iterations or learner.spec.outer.iterations
-        self.done, self.seconds = 0, 0.0
-        self.curve: list[tuple[int, float]] = []
-        self.pruned = False
-        self.failure: str | None = None
         outer = learner.spec.outer
+        self.iterations: int | None = budget.iterations or (
+            outer.iterations if budget.unit == "iterations" else None
+        )
+        self.train_source, self.train_learner = training_episodes(learner, source)
+        self.done, self.seconds, self.examples, self.scoring_seconds = 0, 0.0, 0.0, 0.0
+        self.costs: list[float] = []  # seconds of each iteration since the start or resume
+        self.curve: list[tuple[int, float]] = []
+        self.pruned = self.too_slow = False
+        self.reason: str | None = None
+        self.failure: str | None = None
         optimizer_type = torch.optim.Adam if outer.optimizer == "adam" else torch.optim.SGD
         self.meta_tensors = learner.meta_tensors()
         self.optimizer = optimizer_type(self.meta_tensors, lr=outer.meta_lr)
-        self.start = time.perf_counter()
         self.first_loss: float | None = None
         self.resumed_from: int | None = None
+        self._last_loss: torch.Tensor | None = None
 
     def run(
         self,
@@ -132,17 +149,173 @@ class MetaTraining:
         saved = checkpoints.load() if checkpoints is not None else None
         if saved is not None:
             self._restore(saved, generator)
-        self.start = time.perf_counter() - self.seconds
-        for iteration in range(self.done + 1, self.iterations + 1):
-            batch = self.source.sample("train", self.learner.spec.outer.meta_batch_size, generator)
-            step = self.algorithm.meta_gradients(self.learner, batch, self.progress(iteration))
-            if self.apply(iteration, step, report):
-                return
+        while True:
+            started = time.perf_counter()
+            batch = self.sample(generator)
+            if self.over(batch):
+                break
+            step = self.algorithm.meta_gradients(self.train_learner, batch, self.progress())
+            if self.apply(batch, step, report, self.elapsed(started)):
+                break
             stopping = stop is not None and stop()
-            if checkpoints is not None and (stopping or iteration % checkpoints.every == 0):
+            if checkpoints is not None and (stopping or self.done % checkpoints.every == 0):
                 checkpoints.save(self._state(generator))
             if stopping:
-                raise TrainingInterrupted(iteration)
+                raise TrainingInterrupted(self.done)
+        self.finish()
+
+    def finish(self) -> None:
+        """Checks the last training loss once training is over; raises :class:`Diverged`."""
+        self._check_loss(force=True)
+
+    def sample(self, generator: torch.Generator) -> TaskBatch:
+        """The next meta-batch of training tasks."""
+        return self.train_source.sample("train", self.learner.spec.outer.meta_batch_size, generator)
+
+    def over(self, batch: TaskBatch) -> bool:
+        """Whether training ends before the iteration of ``batch``: a limit would be reached or
+        overrun by it, or the candidate proved too slow for ``min_iterations`` (then pruned)."""
+        budget = self.budget
+        if budget.examples is not None and self.done == 0:
+            per_iteration = examples_per_iteration(self.learner.spec, batch)
+            possible = int(budget.examples // per_iteration)
+            if possible < budget.min_iterations:
+                return self._too_slow(
+                    f"{per_iteration:.0f} examples per meta-iteration allow {possible} "
+                    f"iterations in {budget.examples:.3g} examples"
+                )
+        if budget.time_limit is not None and self.probed():
+            cost = self.iteration_cost()
+            possible = self.done + int((budget.time_limit - self.seconds) // cost)
+            if possible < budget.min_iterations:
+                return self._too_slow(
+                    f"{cost:.3g} s per meta-iteration allow about {possible} iterations in "
+                    f"{budget.time_limit:g} s"
+                )
+        if not self.exhausted(examples_per_iteration(self.learner.spec, batch)):
+            return False
+        if self.done < budget.min_iterations and budget.time_limit is not None:
+            return self._too_slow(
+                f"its time limit of {budget.time_limit:g} s ends it after {self.done} iterations"
+            )
+        return True
+
+    def exhausted(self, next_examples: float) -> bool:
+        """Whether one more iteration (of ``next_examples`` examples and the measured cost)
+        would reach or overrun a limit."""
+        budget = self.budget
+        if self.iterations is not None and self.done >= self.iterations:
+            return True
+        if budget.examples is not None and self.examples + next_examples > budget.examples:
+            return True
+        return (
+            budget.time_limit is not None
+            and bool(self.costs)
+            and self.seconds + self.iteration_cost() > budget.time_limit
+        )
+
+    def probed(self) -> bool:
+        """Whether the candidate's speed was just measured: its first iterations are done."""
+        return len(self.costs) == PROBE_ITERATIONS and self.resumed_from is None
+
+    def iteration_cost(self) -> float:
+        """Expected seconds of the next iteration: the mean of the last few, leaving out the
+        first (warm-up) once there are others."""
+        recent = self.costs[1:] if len(self.costs) > 1 else self.costs
+        return sum(recent[-5:]) / len(recent[-5:])
+
+    def progress(self) -> float:
+        """The fraction of the budget spent: the largest over its limits, in [0, 1]."""
+        spent = [0.0]
+        if self.iterations is not None:
+            spent.append(self.done / self.iterations)
+        if self.budget.time_limit is not None:
+            spent.append(self.seconds / self.budget.time_limit)
+        if self.budget.examples is not None:
+            spent.append(self.examples / self.budget.examples)
+        return min(max(spent), 1.0)
+
+    def spent(self) -> float:
+        """What has been spent, in the budget's unit."""
+        return {"iterations": float(self.done), "seconds": self.seconds}.get(
+            self.budget.unit, self.examples
+        )
+
+    def apply(
+        self, batch: TaskBatch, step: MetaGradients, report: Report | None, elapsed: float
+    ) -> bool:
+        """Takes the outer step from ``step``'s meta-gradients on ``batch`` (``elapsed`` seconds
+        went into sampling and computing them), checks the learner and scores it where the
+        budget says; True where training is over (pruned). Raises :class:`Diverged`."""
+        started = time.perf_counter()
+        self._schedule()
+        for tensor, grad in zip(self.meta_tensors, step.grads, strict=True):
+            tensor.grad = grad
+        self.optimizer.step()
+        self._last_loss = step.task_losses.mean()  # stays on the device until a check reads it
+        spend = examples_per_iteration(self.learner.spec, batch)
+        self.done += 1
+        self.examples += spend
+        cost = elapsed + self.elapsed(started)
+        self.costs.append(cost)
+        self.seconds += cost
+        if self.first_loss is None:
+            self.first_loss = max(self._last_loss.item(), 1e-3)
+        self._check_loss()
+        last_spend = {"iterations": 1.0, "seconds": cost}.get(self.budget.unit, spend)
+        if self.exhausted(spend):
+            return False  # the final score follows; no evaluation point just before it
+        return self._validate(report, last_spend)
+
+    def _schedule(self) -> None:
+        """The meta learning rate for the next step: constant, or cosine-annealed to zero over
+        the budget spent (Loshchilov and Hutter, 2017)."""
+        outer = self.learner.spec.outer
+        if outer.lr_schedule == "cosine":
+            rate = outer.meta_lr * 0.5 * (1.0 + math.cos(math.pi * self.progress()))
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
+
+    def _check_loss(self, force: bool = False) -> None:
+        if self._last_loss is None or not (force or self.done % self.budget.check_every == 0):
+            return
+        value = self._last_loss.item()
+        assert self.first_loss is not None
+        if not math.isfinite(value) or value > self.budget.divergence_factor * self.first_loss:
+            raise Diverged(f"diverged: training query loss {value:.4g} at iteration {self.done}")
+
+    def _validate(self, report: Report | None, last_spend: float) -> bool:
+        """Scores on the held-out tasks where the last iteration (which spent ``last_spend`` of
+        the budget's unit) passed an evaluation point; True if pruned."""
+        every = self.budget.eval_every
+        spent = self.spent()
+        if not every or spent // every <= (spent - last_spend) // every:
+            return False
+        started = time.perf_counter()
+        validation = score(self.algorithm, self.learner, self.tasks).loss
+        self.scoring_seconds += time.perf_counter() - started
+        if not math.isfinite(validation):
+            raise Diverged(f"diverged: validation loss {validation} at iteration {self.done}")
+        log.info("iteration %d: validation query loss %.4f", self.done, validation)
+        self.curve.append((self.done, validation))
+        if report is not None and report(round(spent), validation):
+            self.pruned, self.reason = True, f"pruned at iteration {self.done}"
+            return True
+        return False
+
+    def _too_slow(self, why: str) -> bool:
+        self.pruned = self.too_slow = True
+        self.reason = (
+            f"too slow for its budget: {why}, fewer than min_iterations = "
+            f"{self.budget.min_iterations}"
+        )
+        return True
+
+    def elapsed(self, started: float) -> float:
+        """Seconds since ``started``, once the device has finished the work queued since."""
+        if self.source.device.type == "cuda":
+            torch.cuda.synchronize(self.source.device)
+        return time.perf_counter() - started
 
     def _state(self, generator: torch.Generator) -> TrainingState:
         return TrainingState(
@@ -153,6 +326,7 @@ class MetaTraining:
             learner=self.learner.state_tensors(),
             optimizer=self.optimizer.state_dict(),
             generator=generator.get_state(),
+            examples=self.examples,
         )
 
     def _restore(self, state: TrainingState, generator: torch.Generator) -> None:
@@ -160,53 +334,21 @@ class MetaTraining:
         self.optimizer.load_state_dict(state.optimizer)
         generator.set_state(state.generator)
         self.done, self.seconds, self.first_loss = state.iteration, state.seconds, state.first_loss
+        self.examples = state.examples
         self.curve = list(state.curve)
         self.resumed_from = state.iteration
         log.info("resumed from the checkpoint of meta-iteration %d", state.iteration)
-
-    def progress(self, iteration: int) -> float:
-        return (iteration - 1) / self.iterations
-
-    def apply(self, iteration: int, step: MetaGradients, report: Report | None) -> bool:
-        """Takes the outer step of ``iteration`` from its meta-gradients, checks and scores the
-        learner as the budget says; True where training is over (the end, the time limit, or
-        pruned). Raises :class:`Diverged`."""
-        budget = self.budget
-        for tensor, grad in zip(self.meta_tensors, step.grads, strict=True):
-            tensor.grad = grad
-        self.optimizer.step()
-        self.done, self.seconds = iteration, time.perf_counter() - self.start
-        train_loss = step.task_losses.mean()  # stays on the device until a check reads it
-        if self.first_loss is None:
-            self.first_loss = max(train_loss.item(), 1e-3)
-        last = iteration == self.iterations or (
-            budget.time_limit is not None and self.seconds > budget.time_limit
-        )
-        if iteration % budget.check_every == 0 or last:
-            value = train_loss.item()
-            if not math.isfinite(value) or value > budget.divergence_factor * self.first_loss:
-                raise Diverged(
-                    f"diverged: training query loss {value:.4g} at iteration {iteration}"
-                )
-        if last:
-            return True
-        if budget.eval_every and iteration % budget.eval_every == 0:
-            validation = score(self.algorithm, self.learner, self.tasks).loss
-            if not math.isfinite(validation):
-                raise Diverged(f"diverged: validation loss {validation} at iteration {iteration}")
-            log.info("iteration %d: validation query loss %.4f", iteration, validation)
-            self.curve.append((iteration, validation))
-            if report is not None and report(iteration, validation):
-                self.pruned = True
-                return True
-        return False
 
     def result(self) -> EvaluationResult:
         """The candidate's result: scored on the held-out tasks unless it failed."""
         if self.failure is not None:
             log.info("candidate failed: %s", self.failure)
             return self._failed(self.failure)
+        if self.too_slow:
+            return self._failed(self.reason or "too slow", status="pruned")
+        started = time.perf_counter()
         final = score(self.algorithm, self.learner, self.tasks)
+        self.scoring_seconds += time.perf_counter() - started
         if not math.isfinite(final.loss):
             return self._failed("query loss is not finite after meta-training")
         status: Status = "pruned" if self.pruned else "complete"
@@ -221,14 +363,17 @@ class MetaTraining:
             adaptation_seconds=final.seconds_per_task,
             iterations=self.done,
             curve=tuple(self.curve),
-            reason=f"pruned at iteration {self.done}" if self.pruned else None,
+            reason=self.reason,
             resumed_from=self.resumed_from,
+            examples=self.examples,
+            scoring_seconds=self.scoring_seconds,
             learner=self.learner,
         )
 
-    def _failed(self, reason: str) -> EvaluationResult:
+    def _failed(self, reason: str, status: Status = "failed") -> EvaluationResult:
+        """A result without a score: failed, or pruned before it could learn anything."""
         return EvaluationResult(
-            status="failed",
+            status=status,
             query_loss=math.nan,
             query_loss_ci95=math.nan,
             accuracy=None,
@@ -240,4 +385,28 @@ class MetaTraining:
             curve=tuple(self.curve),
             reason=reason,
             resumed_from=self.resumed_from,
+            examples=self.examples,
+            scoring_seconds=self.scoring_seconds,
         )
+
+
+def examples_per_iteration(spec: LearnerSpec, batch: TaskBatch) -> float:
+    """Examples one meta-iteration on ``batch`` puts through the network: each task's support
+    examples once per inner step (once where there is no inner loop), its queries once."""
+    support, query = batch.support_x.shape[1], batch.query_x.shape[1]
+    return float(batch.n_tasks * (support * max(spec.inner.steps, 1) + query))
+
+
+def training_episodes(learner: Learner, source: TaskSource) -> tuple[TaskSource, Learner]:
+    """The source of training tasks and the learner that meets them: the spec's
+    ``outer.train_ways`` and ``train_shots`` (Prototypical Networks, whose prototypes work at
+    any number of classes) reshape the training episodes only; held-out tasks keep the source's
+    shape."""
+    outer = learner.spec.outer
+    if outer.train_ways is None and outer.train_shots is None:
+        return source, learner
+    with_episodes = getattr(source, "with_episodes", None)
+    if with_episodes is None:
+        raise SpecError("outer.train_ways and train_shots need a classification task source")
+    episodes = with_episodes(ways=outer.train_ways, shots=outer.train_shots, splits=["train"])
+    return episodes, replace(learner, n_outputs=episodes.n_outputs)

@@ -108,31 +108,38 @@ def _shape(spec: LearnerSpec) -> dict[str, Any]:
 
 
 def _run(trainings: list[MetaTraining], reports: list[Report | None]) -> None:
-    """The outer loops of all ``trainings`` in step; a candidate leaves when it is over."""
+    """The outer loops of all ``trainings`` in step; a candidate leaves when it is over. Each
+    candidate is charged the whole population's seconds per step."""
     first = trainings[0]
     generator = torch.Generator(device=first.source.device).manual_seed(first.budget.seed)
     active = list(range(len(trainings)))
-    start = time.perf_counter()
-    for training in trainings:  # each candidate's seconds are the population's
-        training.start = start
-    for iteration in range(1, first.iterations + 1):
-        batch = first.source.sample("train", first.learner.spec.outer.meta_batch_size, generator)
-        learners = [trainings[i].learner for i in active]
+    while active:
+        started = time.perf_counter()
+        batch = first.sample(generator)
+        over = [i for i in active if trainings[i].over(batch)]
+        for i in over:
+            try:
+                trainings[i].finish()
+            except Diverged as error:
+                trainings[i].failure = str(error)
+        active = [i for i in active if i not in over]
+        if not active:
+            return
+        learners = [trainings[i].train_learner for i in active]
         try:
             steps = first.algorithm.population_meta_gradients(
-                learners, batch, first.progress(iteration)
+                learners, batch, trainings[active[0]].progress()
             )
         except torch.OutOfMemoryError:
             for i in active:
                 trainings[i].failure = OUT_OF_MEMORY
             return
+        elapsed = first.elapsed(started)
         still = []
         for i, step in zip(active, steps, strict=True):
             try:
-                if not trainings[i].apply(iteration, step, reports[i]):
+                if not trainings[i].apply(batch, step, reports[i], elapsed):
                     still.append(i)
             except Diverged as error:
                 trainings[i].failure = str(error)
         active = still
-        if not active:
-            return

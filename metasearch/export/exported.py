@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -9,7 +10,7 @@ from torch import Tensor
 
 from metasearch.algorithms import MetaAlgorithm, get_algorithm
 from metasearch.errors import DataError
-from metasearch.evaluation import Scores, held_out_tasks, score
+from metasearch.evaluation import META_TEST_TASKS, Protocol, Scores, held_out_tasks, score
 from metasearch.evaluation.scoring import DEFAULT_EVAL_SEED
 from metasearch.export.transforms import Transform
 from metasearch.learners import Learner, Params
@@ -79,38 +80,66 @@ class ExportedLearner:
             f"{task}, inputs {list(self.input_shape)}{scored})"
         )
 
+    @property
+    def any_ways(self) -> bool:
+        """Whether this learner takes tasks of any number of classes: Prototypical Networks
+        classify by distance to class prototypes and have no head (Snell et al., 2017);
+        gradient-based learners have one output per class they were meta-trained on."""
+        return self.learner.task_kind == "classification" and self._algorithm.name == "protonet"
+
     def adapt(self, support_x: Tensor, support_y: Tensor) -> AdaptedLearner:
         """Adapts to one task: ``support_x [S, *input_shape]`` with class labels ``[S]`` in
-        ``0..ways-1``, or regression targets ``[S, 1]``. Raises ``ValueError`` on bad input."""
+        ``0..ways-1`` (any number of classes where :attr:`any_ways`), or regression targets
+        ``[S, 1]``. Raises ``ValueError`` on bad input."""
         params = {n: p.detach() for n, p in self.learner.params.items()}
         x = _inputs(support_x, self.input_shape, params, "support_x")
         if len(x) == 0:
             raise ValueError("support_x holds no examples; pass at least one per class")
         y = self._targets(support_y, len(x)).to(x.device)
+        learner = self.learner_for(int(y.max()) + 1) if self.any_ways else self.learner
         with torch.no_grad():  # torch.func.grad inside adapt ignores the outer no_grad
-            state = self._algorithm.adapt(self.learner, params, x, y, True)
-        return AdaptedLearner(self.learner, self._algorithm, params, state, self.input_shape)
+            state = self._algorithm.adapt(learner, params, x, y, True)
+        return AdaptedLearner(learner, self._algorithm, params, state, self.input_shape)
 
     def score(
         self,
         source: TaskSource,
         split: Split = "test",
-        n_tasks: int = 100,
+        n_tasks: int = META_TEST_TASKS,
         seed: int = DEFAULT_EVAL_SEED,
+        protocol: str = "unrotated",
+        classes_from: str | None = None,
     ) -> Scores:
-        """Scores on ``n_tasks`` seeded tasks of ``source``, as the evaluator does; raises
+        """Scores on ``n_tasks`` seeded tasks of ``source`` drawn by the meta-test ``protocol``
+        (see :mod:`metasearch.evaluation.protocol`), as the evaluator does; raises
         :class:`DataError` where the source's tasks do not fit this learner."""
-        exported = (self.learner.task_kind, self.input_shape, self.learner.n_outputs)
-        given = (source.kind, tuple(source.input_shape), source.n_outputs)
+        source = Protocol(protocol, n_tasks, seed, classes_from).source(source, split)
+        exported = (self.learner.task_kind, self.input_shape)
+        given = (source.kind, tuple(source.input_shape))
         if given != exported:
             raise DataError(
-                "the task source does not fit this learner: it gives {} tasks with inputs {} and "
-                "{} outputs, the learner was exported for {} tasks with inputs {} and {} outputs; "
-                "build the source with the learner's settings".format(*given, *exported)
+                "the task source does not fit this learner: it gives {} tasks with inputs {}, "
+                "the learner was exported for {} tasks with inputs {}; build the source with the "
+                "learner's settings".format(*given, *exported)
             )
+        learner = self.learner_for(source.n_outputs)
         device = next(iter(self.learner.params.values())).device
         tasks = held_out_tasks(source, split, n_tasks, seed).to(device)
-        return score(self._algorithm, self.learner, tasks)
+        return score(self._algorithm, learner, tasks)
+
+    def learner_for(self, ways: int) -> Learner:
+        """The learner for tasks of ``ways`` classes (or outputs); raises :class:`DataError`
+        where this learner takes only the number it was meta-trained for."""
+        if ways == self.learner.n_outputs:
+            return self.learner
+        if not self.any_ways:
+            raise DataError(
+                f"this {self._algorithm.name} learner has {self.learner.n_outputs} outputs, one "
+                f"per class of the tasks it was meta-trained on, so it cannot take {ways}-way "
+                "tasks; only Prototypical Networks (protonet, no head) take another number of "
+                "classes"
+            )
+        return dataclasses.replace(self.learner, n_outputs=ways)  # the head goes unused
 
     def _targets(self, support_y: Tensor, n: int) -> Tensor:
         y = torch.as_tensor(support_y)
@@ -121,12 +150,12 @@ class ExportedLearner:
                 )
             _check_finite(y, "support_y")
             return y.float()
-        ways = self.learner.n_outputs
         if y.shape != (n,) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise ValueError(
                 f"support_y must be {n} integer class labels [S], got {y.dtype} {list(y.shape)}"
             )
         labels = set(y.tolist())
+        ways = max(max(labels) + 1, 2) if self.any_ways else self.learner.n_outputs
         if not labels <= set(range(ways)):
             raise ValueError(
                 f"support_y labels must be 0..{ways - 1} for this {ways}-way learner, got "

@@ -90,15 +90,20 @@ def read_bytes(path: str | Path, what: str) -> bytes:
 
 def parse_yaml(text: bytes | str, origin: str) -> dict[str, Any]:
     """The mapping at the top of YAML ``text``; ``origin`` names it in errors."""
+    data = parse_yaml_value(text, origin)
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin} must hold a mapping of fields (name: ..., ...)")
+    return data
+
+
+def parse_yaml_value(text: bytes | str, origin: str) -> Any:
+    """Any value YAML ``text`` holds, read within the limits; ``origin`` names it in errors."""
     try:
-        data = yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_Loader)
     except _LimitExceeded as error:
         raise SpecError(f"{origin} {error}") from None
     except yaml.YAMLError as error:
         raise SpecError(f"{origin} is not valid YAML: {_yaml_problem(error)}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{origin} must hold a mapping of fields (name: ..., ...)")
-    return data
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

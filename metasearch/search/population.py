@@ -65,7 +65,7 @@ def run_population(
                 _tell_failure(study, trial, reason, callbacks)
                 break
             try:
-                spec = as_trained(suggest(trial, space), budget)
+                spec = suggest(trial, space)
             except Exception as error:
                 _tell_failure(study, trial, f"{type(error).__name__}: {error}", callbacks)
                 if study.sampler is sampler:
@@ -80,7 +80,10 @@ def run_population(
     if not members:
         return
     trials = [trial for trial, _ in members]
-    reports = [reporter(trial) if len(objectives) == 1 else None for trial in trials]
+    reports = [
+        reporter(trial, prune="seed" not in trial.user_attrs) if len(objectives) == 1 else None
+        for trial in trials
+    ]
     with contextlib.ExitStack() as heartbeats:
         for trial in trials:
             heartbeats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
@@ -114,6 +117,8 @@ def _tell(
     files: Path | None,
     callbacks: Iterable[Callback],
 ) -> None:
+    spec = LearnerSpec.from_dict(trial.user_attrs["spec"])
+    trial.set_user_attr("spec", as_trained(spec, result.iterations).to_dict())
     trial.set_user_attr("result", result.to_dict())
     if result.status == "failed":
         _tell_failure(study, trial, result.reason or "failed", callbacks)

@@ -70,7 +70,23 @@ def _row(trial: FrozenTrial, names: list[str], on_front: bool) -> dict[str, Any]
     if len(names) > 1:
         row["pareto"] = on_front
     row["failure"] = trial.user_attrs.get("failure")
+    row["reason"] = result.get("reason")  # why a pruned trial stopped
     for section, fields in trial.user_attrs.get("spec", {}).items():
         for name, value in fields.items():
             row[f"{section}.{name}"] = tuple(value) if isinstance(value, list) else value
     return row
+
+
+def describe_trial(trial: FrozenTrial) -> str:
+    """One line on what a complete trial scored and really trained: ``#3 query loss 0.41 ±
+    0.05, accuracy 85.20% ± 1.10%, 477 meta-iterations (seed protonet_snell2017)``."""
+    result = trial.user_attrs.get("result", {})
+    value = trial.values[0] if trial.values else math.nan
+    ci = result.get("query_loss_ci95")
+    text = f"#{trial.number} query loss {value:.4g}" + ("" if ci is None else f" ± {ci:.2g}")
+    if result.get("accuracy") is not None:
+        text += f", accuracy {result['accuracy']:.2%} ± {result.get('accuracy_ci95', 0):.2%}"
+    if result.get("iterations") is not None:
+        text += f", {result['iterations']} meta-iterations"
+    seed = trial.user_attrs.get("seed")
+    return text + (f" (seed {seed})" if seed else "")

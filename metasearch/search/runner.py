@@ -40,7 +40,7 @@ from metasearch.search.population import run_population
 from metasearch.search.samplers import make_pruner, make_sampler
 from metasearch.search.storage import open_storage, redact
 from metasearch.search.study import DIRECTIONS, StudyConfig, build_source
-from metasearch.search.suggest import suggest
+from metasearch.search.suggest import seed_params, suggest
 from metasearch.search.trials import (
     ACTIVE,
     FINISHED,
@@ -94,9 +94,20 @@ def open_study(config: StudyConfig, storage: Storage = None, worker_seed: int = 
         for key, value in _protocol(config).items():
             study.set_user_attr(key, value)
         study.set_user_attr("study_file_sha256", config.file_sha256)
+        enqueue_seeds(study, config)
     else:
         _check_unchanged(study, config, storage)
     return study
+
+
+def enqueue_seeds(study: optuna.Study, config: StudyConfig) -> None:
+    """Queues the study file's seeds as the first trials, each marked with its name."""
+    for seed in config.seeds:
+        study.enqueue_trial(
+            seed_params(config.space, seed.params),
+            user_attrs={"seed": seed.name},
+            skip_if_exists=True,
+        )
 
 
 def run_study(
@@ -232,15 +243,16 @@ class _Objective:
         spec = suggest(trial, self.space)
         if self.darts is not None:  # strategy darts: the architecture by differentiable search
             spec = darts_architecture(trial, spec, self.source, self.darts, self.budget.seed)
-        spec = as_trained(spec, self.budget)
         trial.set_user_attr("spec", spec.to_dict())
-        report = None if self.multi_objective else reporter(trial)
+        seed = trial.user_attrs.get("seed")
+        report = None if self.multi_objective else reporter(trial, prune=seed is None)
         checkpoints = self._checkpoints(trial)
         result = evaluate(
             spec, self.source, self.budget, report=report, checkpoints=checkpoints, stop=self.stop
         )
         if checkpoints is not None:
             checkpoints.clear()
+        trial.set_user_attr("spec", as_trained(spec, result.iterations).to_dict())
         trial.set_user_attr("result", result.to_dict())
         if result.status == "failed":
             log.warning("trial %d failed: %s", trial.number, result.reason)

@@ -36,18 +36,22 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from metasearch.darts.config import DartsConfig
 from metasearch.errors import SpecError
 from metasearch.evaluation import Budget
+from metasearch.evaluation.result import BudgetUnit
 from metasearch.search.files import parse_yaml, read_bytes
 from metasearch.search.space import SearchSpace, load_space, parse_space
+from metasearch.search.suggest import seed_params
 from metasearch.spec import format_validation_error
 from metasearch.tasks import SinusoidSource, TaskSource, image_folder, omniglot
 from metasearch.tasks.images import MAX_IMAGE_SIZE
@@ -86,17 +90,29 @@ class SinusoidTask(_Model):
     query_points: int = Field(10, ge=1)
 
 
-class OmniglotTask(_Model):
+class _ImageTask(_Model):
+    @model_serializer(mode="wrap")
+    def _without_default_classes_from(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Tasks that draw classes from any group dump as they did before ``classes_from``
+        existed, so the studies made then still resume."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("classes_from") == "any":
+            del data["classes_from"]
+        return data
+
+
+class OmniglotTask(_ImageTask):
     source: Literal["omniglot"]
     ways: int = Field(5, ge=2)
     shots: int = Field(1, ge=1)
     query_shots: int = Field(15, ge=1)
     image_size: int = Field(28, ge=8, le=MAX_IMAGE_SIZE)
-    rotations: bool = True
+    rotations: bool = True  # training classes only
     split: Literal["vinyals", "lake"] = "vinyals"
+    classes_from: Literal["any", "alphabet"] = "any"
 
 
-class ImageFolderTask(_Model):
+class ImageFolderTask(_ImageTask):
     source: Literal["image_folder"]
     root: str
     ways: int = Field(5, ge=2)
@@ -104,6 +120,7 @@ class ImageFolderTask(_Model):
     query_shots: int = Field(15, ge=1)
     image_size: int = Field(28, ge=8, le=MAX_IMAGE_SIZE)
     mode: Literal["L", "RGB"] = "RGB"
+    classes_from: Literal["any", "group"] = "any"  # group: root/<group>/<class>/<image>
 
 
 Task = Annotated[SinusoidTask | OmniglotTask | ImageFolderTask, Field(discriminator="source")]
@@ -111,12 +128,41 @@ _TASK: TypeAdapter[Task] = TypeAdapter(Task)
 
 
 class BudgetConfig(_Model):
-    """What each candidate may spend (see :class:`metasearch.Budget`)."""
+    """What each candidate may spend (see :class:`metasearch.Budget`).
 
+    ``unit`` is what the budget, ``eval_every`` and the pruner's rungs count in:
+    ``iterations`` (meta-iterations; the budget is ``iterations``), ``seconds`` (of
+    meta-training on the study's device; the budget is ``time_limit``) or ``examples``
+    (meta-training examples; the budget is ``examples``). Seconds and examples cost the same
+    for every candidate, so cheap and costly candidates compete at equal compute. Other limits
+    given cap the candidate too (``iterations`` with unit seconds, say). ``min_iterations``
+    prunes at once a candidate that cannot reach that many meta-iterations in its budget.
+    """
+
+    unit: BudgetUnit = "iterations"
     iterations: int | None = Field(None, ge=1)
-    eval_every: int | None = Field(None, ge=1)
-    eval_tasks: int = Field(100, ge=2, le=10_000)  # sampled at once
     time_limit: float | None = Field(None, gt=0)
+    examples: float | None = Field(None, gt=0)
+    eval_every: float | None = Field(None, gt=0)
+    eval_tasks: int = Field(100, ge=2, le=10_000)  # sampled at once
+    min_iterations: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _amount_in_unit(self) -> BudgetConfig:
+        needed = {"seconds": "time_limit", "examples": "examples"}.get(self.unit)
+        if needed is not None and getattr(self, needed) is None:
+            raise ValueError(f"unit {self.unit} counts the budget in {needed}: set {needed}")
+        every = self.eval_every
+        if self.unit == "iterations" and every is not None and every != int(every):
+            raise ValueError("eval_every counts meta-iterations here: give a whole number")
+        return self
+
+    @property
+    def amount(self) -> float | None:
+        """The budget in its unit (``None``: the spec's iterations)."""
+        return {"iterations": self.iterations, "seconds": self.time_limit}.get(
+            self.unit, self.examples
+        )
 
     @model_validator(mode="after")
     def _bounded(self) -> BudgetConfig:
@@ -129,9 +175,12 @@ class BudgetConfig(_Model):
     def to_budget(self, seed: int) -> Budget:
         return Budget(
             iterations=self.iterations,
+            unit=self.unit,
+            time_limit=self.time_limit,
+            examples=self.examples,
             eval_every=self.eval_every,
             eval_tasks=self.eval_tasks,
-            time_limit=self.time_limit,
+            min_iterations=self.min_iterations,
             seed=seed,
         )
 
@@ -159,6 +208,16 @@ class PrunerConfig(_Model):
         if "name" in info.data:
             _check_options(PRUNERS[info.data["name"]], options, set())
         return options
+
+
+class SeedConfig(_Model):
+    """A known-good configuration that the study evaluates before its sampler proposes any
+    (Optuna's ``enqueue_trial``): ``name`` says where it comes from (a paper, a colleague),
+    ``params`` gives the value of every dimension the space samples for it, by dotted field.
+    Seeds are never pruned, so the study's best is never worse than its best seed."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any]
 
 
 class HeartbeatConfig(_Model):
@@ -199,6 +258,7 @@ class StudyConfig(_Model):
     checkpoint_every: int | None = Field(None, ge=1)
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     population: int = Field(1, ge=1, le=256)
+    seeds: tuple[SeedConfig, ...] = ()
 
     _path: Path | None = PrivateAttr(None)
     _sha256: str | None = PrivateAttr(None)
@@ -289,6 +349,21 @@ class StudyConfig(_Model):
             raise ValueError("strategy darts searches convolutional cells; it needs image tasks")
         return darts or DartsConfig()
 
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: tuple[SeedConfig, ...], info: ValidationInfo) -> tuple[SeedConfig, ...]:
+        space = info.data.get("space")
+        if len({seed.name for seed in seeds}) < len(seeds):
+            raise ValueError("two seeds have the same name")
+        if space is None or info.data.get("strategy") == "darts":
+            return seeds
+        for seed in seeds:
+            try:
+                seed_params(space, seed.params)
+            except ValueError as error:
+                raise ValueError(f"seed {seed.name!r}: {error}") from None
+        return seeds
+
     @field_validator("population")
     @classmethod
     def _population(cls, population: int, info: ValidationInfo) -> int:
@@ -344,6 +419,7 @@ def source_from_task(
             query_shots=task.query_shots,
             image_size=task.image_size,
             rotations=task.rotations,
+            classes_from=task.classes_from,
             split=task.split,
             device=device,
         )
@@ -354,6 +430,7 @@ def source_from_task(
         query_shots=task.query_shots,
         image_size=task.image_size,
         mode=task.mode,
+        classes_from=task.classes_from,
         device=device,
     )
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from metasearch.evaluation import Budget, EvaluationResult
+from metasearch.evaluation import EvaluationResult
 from metasearch.spec import LearnerSpec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -38,20 +38,19 @@ def surplus(trial: optuna.Trial, target: int) -> bool:
     return sum(t.number < trial.number for t in earlier) >= target
 
 
-def as_trained(spec: LearnerSpec, budget: Budget) -> LearnerSpec:
-    """``spec`` with the meta-iterations the budget gives it, so the spec records what ran."""
-    if budget.iterations is None:
-        return spec
-    outer = spec.outer.model_copy(update={"iterations": budget.iterations})
+def as_trained(spec: LearnerSpec, iterations: int) -> LearnerSpec:
+    """``spec`` with the meta-iterations it really trained, so the spec records what ran."""
+    outer = spec.outer.model_copy(update={"iterations": max(iterations, 1)})
     return spec.model_copy(update={"outer": outer})
 
 
-def reporter(trial: optuna.Trial) -> Callable[[int, float], bool]:
-    """The evaluator's ``report``: intermediate validation losses go to the trial's pruner."""
+def reporter(trial: optuna.Trial, prune: bool = True) -> Callable[[int, float], bool]:
+    """The evaluator's ``report``: intermediate validation losses go to the trial's pruner,
+    which may stop the trial where ``prune`` (a study's seeds are never stopped)."""
 
-    def report(iteration: int, validation_loss: float) -> bool:
-        trial.report(validation_loss, iteration)
-        return trial.should_prune()
+    def report(step: int, validation_loss: float) -> bool:
+        trial.report(validation_loss, step)
+        return prune and trial.should_prune()
 
     return report
 

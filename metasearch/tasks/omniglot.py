@@ -7,10 +7,17 @@ directly and uses torchvision only to download it (``download=True``).
 Splits (``split="vinyals"``, the default): all 1623 characters, sorted by alphabet and
 character, are shuffled with ``split_seed``; 1100 go to meta-training, 100 to meta-validation
 and the remaining 423 to meta-test, the meta-test size of Vinyals et al. (2016). With
-``split="lake"``, the 964 background characters are split 864 / 100 for training and validation,
-and the 659 evaluation characters form the test split. Images are 28x28, strokes bright on a dark
-background; ``rotations`` adds each character at 90, 180 and 270 degrees as new classes of the
-same split.
+``split="lake"``, the 30 background alphabets are shuffled with ``split_seed`` and whole alphabets
+are held out for validation until they hold at least 100 characters (so that validation, like
+the test, meets alphabets never trained on); the rest train, and the 659 characters of the 20
+evaluation alphabets form the test split. Images are 28x28, strokes bright on a dark
+background.
+
+``rotations`` augments meta-training: the training split adds each character at 90, 180 and 270
+degrees as new classes; validation and test characters are seen upright unless
+``rotate_held_out`` asks for the protocol of Vinyals et al. (2016), who rotated them too.
+``classes_from="alphabet"`` draws all the characters of a task from one alphabet, in every
+split, as Lake et al. (2015) posed one-shot tasks; the default draws them across alphabets.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ def omniglot(
     query_shots: int = 15,
     image_size: int = 28,
     rotations: bool = True,
+    rotate_held_out: bool = False,
+    classes_from: Literal["any", "alphabet"] = "any",
     split: Literal["vinyals", "lake"] = "vinyals",
     split_seed: int = 0,
     download: bool = False,
@@ -76,8 +85,10 @@ def omniglot(
         mode="L",
         invert=True,
     )
+    alphabets = {key: i for i, key in enumerate(dict.fromkeys((s, a) for s, a, _ in characters))}
     n_background = sum(subset == SUBSETS[0] for subset, _, _ in characters)
-    splits = _splits(len(characters), n_background, split, split_seed)
+    groups = [alphabets[s, a] for s, a, _ in characters]
+    splits = _splits(groups, n_background, split, split_seed)
     return ClassificationSource(
         data.images.to(device),
         data.class_offsets.to(device),
@@ -87,6 +98,10 @@ def omniglot(
         shots=shots,
         query_shots=query_shots,
         rotations=rotations,
+        rotate_held_out=rotate_held_out,
+        class_groups=torch.tensor(groups),
+        group_kind="alphabet",
+        classes_from=classes_from,
         name="omniglot",
         details={
             "split": split,
@@ -97,7 +112,12 @@ def omniglot(
     )
 
 
-def _splits(n: int, n_background: int, scheme: str, seed: int) -> dict[str, list[int]]:
+LAKE_VALIDATION_CHARACTERS = 100
+
+
+def _splits(groups: list[int], n_background: int, scheme: str, seed: int) -> dict[str, list[int]]:
+    """Class indices of each split; ``groups`` gives every character's alphabet."""
+    n = len(groups)
     generator = torch.Generator().manual_seed(seed)
     if scheme == "vinyals":
         order = torch.randperm(n, generator=generator).tolist()
@@ -108,11 +128,17 @@ def _splits(n: int, n_background: int, scheme: str, seed: int) -> dict[str, list
             "test": sorted(order[n_train + n_val :]),
         }
     if scheme == "lake":
-        order = torch.randperm(n_background, generator=generator).tolist()
-        n_val = round(n_background * 100 / 964)
+        background = sorted(set(groups[:n_background]))
+        held_out: set[int] = set()
+        for index in torch.randperm(len(background), generator=generator).tolist():
+            if sum(groups[c] in held_out for c in range(n_background)) >= (
+                LAKE_VALIDATION_CHARACTERS
+            ):
+                break
+            held_out.add(background[index])
         return {
-            "train": sorted(order[n_val:]),
-            "val": sorted(order[:n_val]),
+            "train": [c for c in range(n_background) if groups[c] not in held_out],
+            "val": [c for c in range(n_background) if groups[c] in held_out],
             "test": list(range(n_background, n)),
         }
     raise ValueError(f"unknown Omniglot split {scheme!r}; choose vinyals or lake")
