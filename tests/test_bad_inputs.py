@@ -895,16 +895,37 @@ OPTION_CASES: dict[str, tuple[list[str], str]] = {
     ),
     "evaluate ways 1": (["evaluate", "{learner}", "--ways", "1"], "--ways must be at least 2"),
     "evaluate shots 0": (["evaluate", "{learner}", "--shots", "0"], "--shots must be between 1"),
-    "evaluate ways 5": (["evaluate", "{learner}", "--ways", "5"], "meta-trained for 2-way"),
+    "evaluate ways 5": (["evaluate", "{learner}", "--ways", "5"], "cannot take 5-way tasks"),
+    "train seconds 0": (
+        ["train", "{study}", "--out", "{tmp}/o", "--seconds", "0"],
+        "--seconds must be more than 0",
+    ),
+    "train iterations 0": (
+        ["train", "{study}", "--out", "{tmp}/o", "--iterations", "0"],
+        "--iterations must be at least 1",
+    ),
+    "train examples -1": (
+        ["train", "{study}", "--out", "{tmp}/o", "--examples", "-1"],
+        "--examples must be more than 0",
+    ),
+    "enqueue alias bomb": (
+        ["enqueue", "{study}", "inner.lr=" + alias_bomb().decode()],
+        "the value of inner.lr holds more than the limit of 100,000 values",
+    ),
+    "enqueue deep value": (
+        ["enqueue", "{study}", "inner.lr=" + "[" * 100 + "]" * 100],
+        "the value of inner.lr nests deeper than the limit of 32 levels",
+    ),
     "dashboard port 0": (["dashboard", "{study}", "--port", "0"], "--port must be between 1"),
     "dashboard port 70000": (["dashboard", "{study}", "--port", "70000"], "got 70000"),
     "dashboard port -1": (["dashboard", "{study}", "--port", "-1"], "--port must be between"),
 }
-for _command in ("search", "worker", "export", "evaluate", "adapt"):
+for _command in ("search", "worker", "export", "train", "evaluate", "adapt"):
     for _device in ("tpu", "cuda:x", "gpu0", "CPU"):
         _target = "{learner}" if _command in ("evaluate", "adapt") else "{study}"
         _more = {
             "export": ["--out", "{tmp}/o"],
+            "train": ["--out", "{tmp}/o"],
             "adapt": ["--support", "{tmp}", "--query", "{tmp}"],
         }.get(_command, [])
         OPTION_CASES[f"{_command} device {_device}"] = (
@@ -937,7 +958,7 @@ def test_a_cuda_device_beyond_the_machines_is_refused(
     refused(tmp_path, ["search", study, "--device", "cuda:2"], "no device cuda:2", "cuda:1")
 
 
-@pytest.mark.parametrize("command", ["export", "report"])
+@pytest.mark.parametrize("command", ["export", "report", "train"])
 @pytest.mark.parametrize("case", list(OUT_CASES))
 def test_an_out_that_cannot_be_written_is_refused(command: str, case: str, tmp_path: Path) -> None:
     make, words = OUT_CASES[case]
