@@ -263,11 +263,16 @@ def train(
 ) -> None:
     """Meta-train a trial's configuration again with a larger budget, and export it."""
     from metasearch.commands.training import RetrainBudget, train_and_export
+    from metasearch.search.study import MAX_UNTIMED_EXAMPLES, MAX_UNTIMED_ITERATIONS
 
     output_folder(out)
     positive("--seconds", seconds)
     in_range("--iterations", iterations, 1)
     positive("--examples", examples)
+    if seconds is None and (iterations or 0) > MAX_UNTIMED_ITERATIONS:
+        raise MetasearchError(f"--iterations above {MAX_UNTIMED_ITERATIONS:,} need --seconds too")
+    if seconds is None and iterations is None and (examples or 0) > MAX_UNTIMED_EXAMPLES:
+        raise MetasearchError(f"--examples above {MAX_UNTIMED_EXAMPLES:,} need --seconds too")
     known_device(device)
     budget = RetrainBudget(seconds, iterations, examples)
     code = train_and_export(

@@ -170,6 +170,8 @@ FIELD_CASES: dict[str, tuple[list[Any], str]] = {
             {"iterations": 0},
             {"iterations": -1},
             {"iterations": 1e12},
+            {"unit": "examples", "examples": 1e30},
+            {"unit": "seconds"},
             {"iterations": "many"},
             {"iterations": 1.5},
             {"eval_every": 0},
@@ -903,6 +905,14 @@ OPTION_CASES: dict[str, tuple[list[str], str]] = {
     "train iterations 0": (
         ["train", "{study}", "--out", "{tmp}/o", "--iterations", "0"],
         "--iterations must be at least 1",
+    ),
+    "train untimed iterations": (
+        ["train", "{study}", "--out", "{tmp}/o", "--iterations", "10000000"],
+        "--iterations above 1,000,000 need --seconds too",
+    ),
+    "train untimed examples": (
+        ["train", "{study}", "--out", "{tmp}/o", "--examples", "1e12"],
+        "--examples above 100,000,000 need --seconds too",
     ),
     "train examples -1": (
         ["train", "{study}", "--out", "{tmp}/o", "--examples", "-1"],

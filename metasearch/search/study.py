@@ -78,6 +78,7 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
 }
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MAX_UNTIMED_ITERATIONS = 1_000_000  # meta-iterations per candidate without a time limit
+MAX_UNTIMED_EXAMPLES = 100_000_000  # meta-training examples, likewise
 
 
 class _Model(BaseModel):
@@ -166,9 +167,16 @@ class BudgetConfig(_Model):
 
     @model_validator(mode="after")
     def _bounded(self) -> BudgetConfig:
-        if self.time_limit is None and (self.iterations or 0) > MAX_UNTIMED_ITERATIONS:
+        if self.time_limit is not None:
+            return self
+        if (self.iterations or 0) > MAX_UNTIMED_ITERATIONS:
             raise ValueError(
                 f"iterations above {MAX_UNTIMED_ITERATIONS:,} need a time_limit (seconds)"
+            )
+        if self.iterations is None and (self.examples or 0) > MAX_UNTIMED_EXAMPLES:
+            raise ValueError(
+                f"examples above {MAX_UNTIMED_EXAMPLES:,} need a time_limit (seconds) or "
+                "iterations"
             )
         return self
 
