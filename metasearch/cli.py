@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from collections.abc import Callable
 from enum import Enum
 from functools import wraps
@@ -12,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from metasearch.errors import MetasearchError
 
@@ -22,6 +24,9 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_EPISODES = 10_000  # held-out tasks are sampled at once
+MAX_SHOTS = 1_000
+MAX_WORKERS = 256
 
 StudyFile = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
 LearnerDir = Annotated[
@@ -52,13 +57,54 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MetasearchError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            message = escape(str(error).replace("\n", " "))
+            console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: finished trials are kept; run again to resume")
             raise typer.Exit(130) from None
 
     return run  # type: ignore[return-value]
+
+
+def in_range(option: str, value: int | None, low: int, high: int | None = None) -> None:
+    """Refuses ``value`` of ``option`` outside ``low..high`` (None passes: not given)."""
+    if value is None or (low <= value and (high is None or value <= high)):
+        return
+    allowed = f"at least {low}" if high is None else f"between {low} and {high:,}"
+    raise MetasearchError(f"{option} must be {allowed}, got {value}")
+
+
+def positive(option: str, value: float | None) -> None:
+    """Refuses ``value`` of ``option`` that is not above zero (None passes)."""
+    if value is not None and not value > 0:
+        raise MetasearchError(f"{option} must be more than 0, got {value}")
+
+
+def known_device(device: str | None) -> None:
+    """Refuses a ``--device`` that is unknown, or asks for CUDA where there is none."""
+    from metasearch.search.study import resolve_device
+
+    if device is not None:
+        resolve_device(device)
+
+
+def output_folder(out: Path) -> None:
+    """Refuses an ``--out`` that is a file, lies under one, or cannot be written to; nothing
+    is created."""
+    if out.exists() and not out.is_dir():
+        raise MetasearchError(f"--out {out} is an existing file; pass a folder (made if missing)")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise MetasearchError(f"--out {out} lies under {existing}, which is a file; pass a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise MetasearchError(
+            f"--out {out} is not writable ({existing}: {error.strerror or error}); pass a folder "
+            "you can write to"
+        ) from None
 
 
 def _quiet_optuna() -> None:
@@ -112,12 +158,16 @@ def search(
     data_root: DataRootOption = None,
     device: DeviceOption = None,
     workers: Annotated[
-        int, typer.Option(min=1, help="Worker processes on this machine (one GPU each).")
+        int, typer.Option(help=f"Worker processes here (one GPU each), 1 to {MAX_WORKERS}.")
     ] = 1,
 ) -> None:
     """Run (or resume) a study until it has its number of trials."""
     from metasearch.commands.search import RunOptions, run_search
 
+    in_range("--n-trials", n_trials, 1)
+    positive("--timeout", timeout)
+    known_device(device)
+    in_range("--workers", workers, 1, MAX_WORKERS)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
     raise typer.Exit(run_search(study_file, options, workers, console))
 
@@ -135,6 +185,9 @@ def worker(
     """Join a study as one more worker (start one per GPU, on any number of machines)."""
     from metasearch.commands.search import RunOptions, run_worker
 
+    in_range("--n-trials", n_trials, 1)
+    positive("--timeout", timeout)
+    known_device(device)
     options = RunOptions(n_trials, timeout, storage, data_root, device)
     raise typer.Exit(run_worker(study_file, options, console))
 
@@ -150,6 +203,7 @@ def show(
     """The best trials (or the Pareto front) with their configurations and scores."""
     from metasearch.commands.inspect import show_best
 
+    in_range("--top", top, 1)
     show_best(study_file, top, format.value, storage)
 
 
@@ -163,7 +217,13 @@ def report(
     """Write a static HTML report with plots of the study."""
     from metasearch.commands.inspect import write_study_report
 
-    path = write_study_report(study_file, out, storage)
+    output_folder(out)
+    try:
+        path = write_study_report(study_file, out, storage)
+    except OSError as error:
+        raise MetasearchError(
+            f"cannot write the report to {out}: {error.strerror or error}"
+        ) from None
     console.print(f"report written to [bold]{path}[/]")
 
 
@@ -180,6 +240,8 @@ def export(
     """Export a trial's learner, scored on meta-test tasks the search never saw."""
     from metasearch.commands.exporting import export_trial
 
+    output_folder(out)
+    known_device(device)
     export_trial(study_file, trial, out, storage, data_root, device, console)
 
 
@@ -201,7 +263,17 @@ def train(
 ) -> None:
     """Meta-train a trial's configuration again with a larger budget, and export it."""
     from metasearch.commands.training import RetrainBudget, train_and_export
+    from metasearch.search.study import MAX_UNTIMED_EXAMPLES, MAX_UNTIMED_ITERATIONS
 
+    output_folder(out)
+    positive("--seconds", seconds)
+    in_range("--iterations", iterations, 1)
+    positive("--examples", examples)
+    if seconds is None and (iterations or 0) > MAX_UNTIMED_ITERATIONS:
+        raise MetasearchError(f"--iterations above {MAX_UNTIMED_ITERATIONS:,} need --seconds too")
+    if seconds is None and iterations is None and (examples or 0) > MAX_UNTIMED_EXAMPLES:
+        raise MetasearchError(f"--examples above {MAX_UNTIMED_EXAMPLES:,} need --seconds too")
+    known_device(device)
     budget = RetrainBudget(seconds, iterations, examples)
     code = train_and_export(
         study_file, trial, seed, budget, out, storage, data_root, device, console
@@ -238,7 +310,9 @@ def evaluate(
         int | None, typer.Option(help="Classes per task (default: as trained).")
     ] = None,
     shots: Annotated[int | None, typer.Option(help="Support examples per class.")] = None,
-    episodes: Annotated[int, typer.Option(help="Meta-test tasks to average over.")] = 600,
+    episodes: Annotated[
+        int, typer.Option(help=f"Meta-test tasks to average over (2 to {MAX_EPISODES:,}).")
+    ] = 600,
     protocol: Annotated[
         str,
         typer.Option(
@@ -256,6 +330,10 @@ def evaluate(
     """Score an exported learner on meta-test tasks of its task source."""
     from metasearch.commands.learners import evaluate_learner
 
+    in_range("--ways", ways, 2)
+    in_range("--shots", shots, 1, MAX_SHOTS)
+    in_range("--episodes", episodes, 2, MAX_EPISODES)
+    known_device(device)
     evaluate_learner(learner_dir, ways, shots, episodes, protocol, classes_from, data_root, device)
 
 
@@ -270,6 +348,7 @@ def adapt(
     """Adapt an exported learner to a new task from image folders and label the query images."""
     from metasearch.commands.learners import adapt_to_folders
 
+    known_device(device)
     adapt_to_folders(learner_dir, support, query, device)
 
 
@@ -284,4 +363,8 @@ def dashboard(
     """Open optuna-dashboard on the study's storage."""
     from metasearch.commands.inspect import serve_dashboard
 
-    serve_dashboard(study_file, storage, host, port, console)
+    in_range("--port", port, 1, 65535)
+    try:
+        serve_dashboard(study_file, storage, host, port, console)
+    except OSError as error:
+        raise MetasearchError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None

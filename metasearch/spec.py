@@ -295,13 +295,16 @@ class LearnerSpec(_Frozen):
         return self.model_dump(mode="json")
 
 
-def format_validation_error(error: ValidationError, what: str) -> str:
-    """One short line per problem, naming the field path and what is allowed."""
+def format_validation_error(error: ValidationError, what: str, shown: int = 5) -> str:
+    """One short part per problem, naming the field path and what is allowed; past ``shown``
+    problems, only their number."""
     lines = []
-    for problem in error.errors():
+    for problem in error.errors()[:shown]:
         path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown field"
         lines.append(f"{path}: {message}")
+    if error.error_count() > shown:
+        lines.append(f"and {error.error_count() - shown} more")
     return f"invalid {what}: " + "; ".join(lines)

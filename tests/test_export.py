@@ -25,6 +25,7 @@ from metasearch.export import (
     export_learner,
     load_learner,
 )
+from metasearch.export.artifact import FORMAT_VERSION, metadata_checksum
 from metasearch.learners import Learner, build_learner
 from metasearch.tasks import ClassificationSource, TaskSource
 from metasearch.tasks.images import load_image
@@ -137,7 +138,8 @@ def test_learned_per_parameter_rates_survive(artifact: Path) -> None:
 
 def test_metadata_records_what_was_exported(artifact: Path) -> None:
     metadata = load_learner(artifact).metadata
-    assert metadata["format"] == "metasearch-learner" and metadata["format_version"] == 1
+    assert metadata["format"] == "metasearch-learner" and metadata["format_version"] == 2
+    assert metadata["metadata_sha256"] == metadata_checksum(metadata)
     assert metadata["task_kind"] == "classification" and metadata["n_outputs"] == WAYS
     assert metadata["input_shape"] == [1, 8, 8]
     assert metadata["input_transform"] == {
@@ -269,10 +271,13 @@ def test_a_crash_while_writing_never_leaves_a_complete_looking_artifact(
         load_learner(artifact)
 
 
-def edit_metadata(artifact: Path, edit) -> None:
+def edit_metadata(artifact: Path, edit, sign: bool = True) -> None:
+    """Edits learner.json; ``sign`` recomputes its checksum, as a deliberate edit would."""
     path = artifact / "learner.json"
     metadata = json.loads(path.read_text())
     edit(metadata)
+    if sign:
+        metadata["metadata_sha256"] = metadata_checksum(metadata)
     path.write_text(json.dumps(metadata))
 
 
@@ -285,6 +290,13 @@ def rewrite_weights(artifact: Path, data: bytes) -> None:
 
     (artifact / "weights.safetensors").write_bytes(data)
     edit_metadata(artifact, lambda m: m["weights"].update(sha256=hashlib.sha256(data).hexdigest()))
+
+
+def nan_weights(artifact: Path) -> bytes:
+    from safetensors.torch import load, save
+
+    tensors = load((artifact / "weights.safetensors").read_bytes())
+    return save({name: torch.full_like(t, float("nan")) for name, t in tensors.items()})
 
 
 def flip_one_byte(artifact: Path) -> None:
@@ -311,13 +323,23 @@ BROKEN = {
     "tampered byte": (flip_one_byte, CHECKSUM),
     "truncated": (truncate, CHECKSUM),
     "newer version": (
-        lambda a: edit_metadata(a, set_version(2)),
-        "format version 2, exported by an incompatible metasearch version 0.1.0; "
-        "re-export it with this version",
+        lambda a: edit_metadata(a, set_version(FORMAT_VERSION + 1)),
+        f"format version {FORMAT_VERSION + 1}, exported by an incompatible metasearch version "
+        "0.1.0; re-export it with this version",
     ),
     "older version": (
-        lambda a: edit_metadata(a, set_version(0)),
-        "format version 0, exported by an incompatible metasearch version",
+        lambda a: edit_metadata(a, set_version(1)),
+        "format version 1, exported by an incompatible metasearch version",
+    ),
+    "metadata edited": (
+        lambda a: edit_metadata(a, lambda m: m["spec"]["inner"].update(lr=50.0), sign=False),
+        "learner.json does not match its checksum \\(metadata_sha256\\): the file is corrupt or "
+        "was modified; export the learner again",
+    ),
+    "non-finite weights": (
+        lambda a: rewrite_weights(a, nan_weights(a)),
+        "is intact but 20 tensors hold NaN or infinite values \\(first inner_lr.body.0.bias\\): "
+        "the learner diverged",
     ),
     "missing weights": (
         lambda a: (a / "weights.safetensors").unlink(),

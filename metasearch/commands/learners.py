@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
 from metasearch.errors import DataError, MetasearchError
 from metasearch.evaluation import Protocol
-from metasearch.export import load_learner
+from metasearch.export import ExportedLearner, load_learner
 from metasearch.search.study import resolve_device, source_from_task
 from metasearch.tasks import ClassificationSource
-from metasearch.tasks.images import image_files
+from metasearch.tasks.images import IMAGE_SUFFIXES, image_files, read_image, refusing_bombs
 
 
 def evaluate_learner(
@@ -34,15 +34,15 @@ def evaluate_learner(
     protocol = Protocol(protocol_name, episodes, classes_from=classes_from)
     target = resolve_device(device or "auto")
     exported = load_learner(learner_dir, target)
-    task = dict(exported.metadata["source"].get("task") or {})
-    if not task:
+    task = exported.metadata["source"].get("task")
+    if not isinstance(task, dict) or not task:
         raise MetasearchError(f"{learner_dir} does not record its task source; cannot sample tasks")
     if ways is not None:
         if exported.learner.task_kind != "classification":
             raise MetasearchError("--ways is for classification; this learner does regression")
         exported.learner_for(ways)  # says why a learner with a head refuses another way
     if shots is not None and exported.learner.task_kind == "regression":
-        task["shots"] = shots
+        task = task | {"shots": shots}
     source = source_from_task(task, data_root, target)
     if isinstance(source, ClassificationSource) and (ways or shots):
         source = source.with_episodes(ways, shots, splits=["test"])
@@ -50,6 +50,11 @@ def evaluate_learner(
     scores = exported.score(
         view, "test", protocol.tasks, protocol.seed, protocol.name, protocol.classes_from
     )
+    if not math.isfinite(scores.loss):
+        raise MetasearchError(
+            f"the learner at {learner_dir} gives a non-finite query loss on its meta-test tasks; "
+            "export a trial that finished with finite scores"
+        )
     line = (
         f"{scores.n_tasks} meta-test tasks: query loss {scores.loss:.4g} ± {scores.loss_ci95:.2g}"
     )
@@ -65,21 +70,21 @@ def adapt_to_folders(learner_dir: Path, support: Path, query: Path, device: str 
     exported = load_learner(learner_dir, resolve_device(device or "auto"))
     if exported.learner.task_kind != "classification":
         raise MetasearchError("adapt from image folders needs a classification learner")
-    classes = sorted(p for p in support.iterdir() if p.is_dir()) if support.is_dir() else []
+    classes = _class_folders(support, "support") if support.is_dir() else []
     ways = exported.learner.n_outputs
     if len(classes) != ways:
         raise DataError(
             f"{support} must hold one folder per class, SUPPORT/<class>/<image>, and this "
             f"learner takes {ways}-way tasks; found {len(classes)} class folders"
         )
-    support_x, support_y = [], []
-    for label, folder in enumerate(classes):
-        for path in image_files(folder):
-            support_x.append(_load(exported, path))
-            support_y.append(label)
+    support_paths = [_images_of_class(folder) for folder in classes]
     query_paths = _query_images(query)
+    with refusing_bombs():
+        support_x = [_load(exported, path) for paths in support_paths for path in paths]
+        query_x = [_load(exported, path) for path in query_paths]
+    support_y = [label for label, paths in enumerate(support_paths) for _ in paths]
     adapted = exported.adapt(torch.stack(support_x), torch.tensor(support_y))
-    predictions = adapted.predict(torch.stack([_load(exported, p) for p in query_paths]))
+    predictions = adapted.predict(torch.stack(query_x))
     table = Table("query image", "predicted class", header_style="bold")
     correct = 0
     for path, label in zip(query_paths, predictions.tolist()):
@@ -94,13 +99,29 @@ def adapt_to_folders(learner_dir: Path, support: Path, query: Path, device: str 
 def _query_images(query: Path) -> list[Path]:
     if not query.is_dir():
         raise DataError(f"query folder {query} does not exist")
-    folders = [query, *sorted(d for d in query.iterdir() if d.is_dir())]
-    paths = [path for folder in folders for path in image_files(folder)]
+    folders = _class_folders(query, "query")
+    paths = image_files(query) + [path for folder in folders for path in _images_of_class(folder)]
     if not paths:
         raise DataError(f"no images under {query}")
     return paths
 
 
-def _load(exported, path: Path) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    with Image.open(path) as image:
-        return exported.transform(image)
+def _class_folders(folder: Path, what: str) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as error:
+        raise DataError(f"cannot list the {what} folder {folder}: {error.strerror}") from None
+
+
+def _images_of_class(folder: Path) -> list[Path]:
+    paths = image_files(folder)
+    if not paths:
+        raise DataError(
+            f"class folder {folder} holds no image ({', '.join(IMAGE_SUFFIXES)}); add some or "
+            "remove the folder"
+        )
+    return paths
+
+
+def _load(exported: ExportedLearner, path: Path) -> torch.Tensor:
+    return read_image(path, exported.transform)

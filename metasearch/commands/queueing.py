@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
 from metasearch.commands.common import load_config, study_storage
 from metasearch.errors import SpecError
+from metasearch.search.files import parse_yaml_value
 from metasearch.search.runner import open_study
 from metasearch.search.suggest import seed_params
 
@@ -43,9 +43,9 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         if not equals or not field.strip():
             raise ValueError(f"{assignment!r} is not FIELD=VALUE")
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ValueError(f"{field.strip()}: {text!r} is not a value") from None
+            value = parse_yaml_value(text, f"the value of {field.strip()}")
+        except SpecError as error:
+            raise ValueError(str(error)) from None
         values[field.strip()] = _number(value)
     return values
 

@@ -1,10 +1,16 @@
 """The files of an exported learner: ``learner.json`` beside ``weights.safetensors``.
 
 ``learner.json`` holds the format name and version, the provenance, the SHA-256 of the weights
-file and the name and shape of every tensor, next to what the caller puts in it. Both files are
-written under temporary names and moved into place, the metadata last (an earlier metadata file
-is removed first), so a crash never leaves a directory that looks complete. Tensors are stored
-with safetensors: raw arrays, never code.
+file and the name and shape of every tensor, next to what the caller puts in it, and the SHA-256
+of all of that (``metadata_sha256``, over the canonical JSON of the document without it), so
+that the checksums cover the whole artifact. They detect corruption, not tampering: whoever can
+edit the files can recompute them. Both files are written under temporary names and moved into
+place, the metadata last (an earlier metadata file is removed first), so a crash never leaves a
+directory that looks complete. Tensors are stored with safetensors: raw arrays, never code.
+
+Reading checks sizes before content: ``learner.json`` at most ``MAX_METADATA_BYTES``, nesting at
+most ``MAX_JSON_DEPTH`` levels, the weights at most ``MAX_WEIGHTS_BYTES``, both regular files;
+weights must be finite.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,13 +33,20 @@ from safetensors.torch import save as tensors_to_bytes
 from torch import Tensor
 
 from metasearch.errors import ArtifactError
+from metasearch.reading import read_capped
 from metasearch.spec import format_validation_error
 
 FORMAT = "metasearch-learner"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_FILE = "learner.json"
 WEIGHTS_FILE = "weights.safetensors"
+CHECKSUM = "metadata_sha256"
 EXPORT_AGAIN = "export the learner again"
+MAX_METADATA_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+MAX_WEIGHTS_BYTES = 1 << 31
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(rb"[][{}]")
 
 
 class _Weights(BaseModel):
@@ -49,14 +63,18 @@ class _Envelope(BaseModel):
 
     provenance: dict[str, Any]
     weights: _Weights
+    metadata_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 def write_artifact(
     out_dir: Path, content: dict[str, Any], tensors: dict[str, Tensor], provenance: dict[str, Any]
 ) -> None:
     """Writes ``tensors`` and a ``learner.json`` of ``content`` plus format, version,
-    provenance (versions and creation time, then ``provenance``) and the weights' checksum."""
+    provenance (versions and creation time, then ``provenance``) and the checksums. Raises
+    ``ValueError`` for tensors that are not finite: such a learner could not be loaded."""
     arrays = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    if problem := _non_finite(arrays):
+        raise ValueError(f"cannot export a learner whose {problem}")
     weights = tensors_to_bytes(arrays)
     document = {
         "format": FORMAT,
@@ -68,11 +86,18 @@ def write_artifact(
             "tensors": {name: list(t.shape) for name, t in arrays.items()},
         },
     }
+    document = json.loads(json.dumps(document))  # as it will be read back
+    document[CHECKSUM] = metadata_checksum(document)
     metadata = (json.dumps(document, indent=2) + "\n").encode()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / METADATA_FILE).unlink(missing_ok=True)  # incomplete until the new one lands
-    _write_atomically(out_dir / WEIGHTS_FILE, weights)
-    _write_atomically(out_dir / METADATA_FILE, metadata)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / METADATA_FILE).unlink(missing_ok=True)  # incomplete until the new one lands
+        _write_atomically(out_dir / WEIGHTS_FILE, weights)
+        _write_atomically(out_dir / METADATA_FILE, metadata)
+    except OSError as error:
+        raise ArtifactError(
+            f"cannot write the learner to {out_dir}: {error.strerror or error}"
+        ) from None
 
 
 def read_artifact(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -85,6 +110,13 @@ def read_artifact(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         message = format_validation_error(error, f"{directory / METADATA_FILE}")
         raise ArtifactError(f"{message}; {EXPORT_AGAIN}") from None
     return metadata, _read_weights(directory, envelope.weights)
+
+
+def metadata_checksum(metadata: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``metadata`` without its own checksum."""
+    rest = {key: value for key, value in metadata.items() if key != CHECKSUM}
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _metasearch_version() -> str:
@@ -126,13 +158,18 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
             f"no exported learner at {directory}: pass the directory that export_learner wrote"
         )
     path = directory / METADATA_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ArtifactError(
             f"{directory} holds no {METADATA_FILE}: it is not an exported learner or its export "
             f"did not finish; {EXPORT_AGAIN}"
         )
+    data = read_capped(path, "learner metadata", MAX_METADATA_BYTES, ArtifactError)
+    if _nests_deeper(data, MAX_JSON_DEPTH):
+        raise ArtifactError(
+            f"{path} nests deeper than the limit of {MAX_JSON_DEPTH} levels; {EXPORT_AGAIN}"
+        )
     try:
-        metadata = json.loads(path.read_bytes())
+        metadata = json.loads(data)
     except ValueError as error:  # invalid JSON or invalid UTF-8
         raise ArtifactError(f"{path} is not valid JSON ({error}); {EXPORT_AGAIN}") from None
     found = metadata.get("format") if isinstance(metadata, dict) else None
@@ -150,14 +187,29 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
             f"version {writer or 'unknown'}; re-export it with this version (metasearch "
             f"{_metasearch_version()} reads format version {FORMAT_VERSION})"
         )
+    if metadata.get(CHECKSUM) != metadata_checksum(metadata):
+        raise ArtifactError(
+            f"{path} does not match its checksum ({CHECKSUM}): the file is corrupt or was "
+            f"modified; {EXPORT_AGAIN}"
+        )
     return metadata
+
+
+def _nests_deeper(data: bytes, limit: int) -> bool:
+    """Whether the JSON text ``data`` nests arrays and objects deeper than ``limit``."""
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', data)):
+        depth += 1 if bracket.group() in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def _read_weights(directory: Path, expected: _Weights) -> dict[str, Tensor]:
     path = directory / WEIGHTS_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ArtifactError(f"{path} is missing; {EXPORT_AGAIN}")
-    data = path.read_bytes()
+    data = read_capped(path, "learner weights", MAX_WEIGHTS_BYTES, ArtifactError)
     if hashlib.sha256(data).hexdigest() != expected.sha256:
         raise ArtifactError(
             f"{path} does not match its checksum in {METADATA_FILE}: the file is corrupt or was "
@@ -174,7 +226,20 @@ def _read_weights(directory: Path, expected: _Weights) -> dict[str, Tensor]:
         raise ArtifactError(
             f"{path} differs from the tensors {METADATA_FILE} lists: {problem}; {EXPORT_AGAIN}"
         )
+    if problem := _non_finite(tensors):
+        raise ArtifactError(
+            f"{path} is intact but {problem}: the learner diverged; export a trial that "
+            "finished with finite scores"
+        )
     return tensors
+
+
+def _non_finite(tensors: dict[str, Tensor]) -> str:
+    """Which tensors hold NaN or infinite values, in words; empty where all are finite."""
+    bad = sorted(n for n, t in tensors.items() if t.is_floating_point() and not t.isfinite().all())
+    if len(bad) > 1:
+        return f"{len(bad)} tensors hold NaN or infinite values (first {bad[0]})"
+    return f"tensor {bad[0]} holds NaN or infinite values" if bad else ""
 
 
 def shape_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> str:

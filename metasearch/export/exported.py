@@ -148,6 +148,7 @@ class ExportedLearner:
                 raise ValueError(
                     f"support_y must be regression targets [{n}, 1], got {list(y.shape)}"
                 )
+            _check_finite(y, "support_y")
             return y.float()
         if y.shape != (n,) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise ValueError(
@@ -172,5 +173,14 @@ def _inputs(x: Tensor, input_shape: tuple[int, ...], params: Params, name: str) 
         raise ValueError(
             f"{name} must be a batch [N, {', '.join(map(str, input_shape))}], got {list(x.shape)}"
         )
+    _check_finite(x, name)
     like = next(iter(params.values()))
     return x.to(device=like.device, dtype=like.dtype)
+
+
+def _check_finite(values: Tensor, name: str) -> None:
+    """Raises ``ValueError`` where ``values`` are complex or not all finite."""
+    if values.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got {values.dtype}")
+    if values.is_floating_point() and not values.isfinite().all():
+        raise ValueError(f"{name} holds NaN or infinite values; pass finite numbers")

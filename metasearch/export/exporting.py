@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from metasearch.errors import ArtifactError
 from metasearch.export.artifact import (
@@ -23,17 +23,22 @@ from metasearch.export.transforms import make_transform
 from metasearch.learners import Learner, build_learner
 from metasearch.spec import LearnerSpec, format_validation_error
 from metasearch.tasks import TaskKind
+from metasearch.tasks.images import MAX_IMAGE_SIZE
+
+MAX_OUTPUTS = 10_000
+InputSide = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIZE)]
 
 
 class _Content(BaseModel):
-    """The learner's part of ``learner.json`` (the artifact adds format, provenance, weights)."""
+    """The learner's part of ``learner.json`` (the artifact adds format, provenance, weights);
+    its sizes are bounded, so nothing large is built from it."""
 
     model_config = ConfigDict(extra="ignore")
 
     spec: dict[str, Any]
     task_kind: TaskKind
-    n_outputs: PositiveInt
-    input_shape: tuple[PositiveInt, ...]
+    n_outputs: PositiveInt = Field(le=MAX_OUTPUTS)
+    input_shape: tuple[InputSide, ...] = Field(min_length=1, max_length=3)
     input_transform: dict[str, Any]
     source: dict[str, Any]
     scores: dict[str, Any]
@@ -94,21 +99,22 @@ def load_learner(
         content = _Content.model_validate(metadata)
         spec = LearnerSpec.from_dict(content.spec)
         transform = make_transform(content.input_transform, content.input_shape)
-        learner = build_learner(
-            spec, content.input_shape, content.n_outputs, content.task_kind, device=device
-        )
+        described = (spec, content.input_shape, content.n_outputs, content.task_kind)
+        with torch.device("meta"):  # shapes only: nothing is allocated before they fit
+            outline = build_learner(*described, device="meta")
     except ValidationError as error:
         raise ArtifactError(
             f"{format_validation_error(error, str(where))}; {EXPORT_AGAIN}"
         ) from None
     except ValueError as error:  # a SpecError, a bad transform or a spec-shape clash
         raise ArtifactError(f"{where}: {error}; {EXPORT_AGAIN}") from None
-    problem = shape_mismatch(_shapes(learner), {n: tuple(t.shape) for n, t in tensors.items()})
+    problem = shape_mismatch(_shapes(outline), {n: tuple(t.shape) for n, t in tensors.items()})
     if problem:
         raise ArtifactError(
             f"{directory / WEIGHTS_FILE} does not fit the learner {METADATA_FILE} describes: "
             f"{problem}; {EXPORT_AGAIN}"
         )
+    learner = build_learner(*described, device=device)
     learner.load_state_tensors(tensors)
     return ExportedLearner(learner, metadata, content.input_shape, transform)
 

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, PositiveInt, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from torch import Tensor
 
 from metasearch.spec import format_validation_error
-from metasearch.tasks.images import image_pixels
+from metasearch.tasks.images import MAX_IMAGE_SIZE, image_pixels
 
 Transform = Callable[[Any], Tensor]
 CHANNELS = {"L": 1, "RGB": 3}
+Side = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIZE)]
 
 
 class ImageTransform(BaseModel):
@@ -28,7 +29,7 @@ class ImageTransform(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    size: tuple[PositiveInt, PositiveInt]
+    size: tuple[Side, Side]
     mode: Literal["L", "RGB"]
     invert: StrictBool = False
     scale: Literal["divide by 255"] = "divide by 255"

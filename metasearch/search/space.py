@@ -31,6 +31,8 @@ Rules:
   per block (``per_layer: true``, Optuna parameters ``architecture.widths.0``, ``.1``, ...) or
   one width shared by every block (``per_layer: false``). A fixed width may be one integer
   (repeated ``depth`` times) or a list.
+- Limits keep a candidate within reach of one machine: at most ``MAX_CHOICES`` choices or map
+  entries, and the sizes of ``SIZE_LIMITS`` (blocks, widths, meta-batch, iterations).
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ from metasearch.search.files import read_yaml
 from metasearch.spec import format_validation_error
 
 Condition = dict[str, Any]
+MAX_CHOICES = 1000
+SIZE_LIMITS: dict[str, int] = {
+    DEPTH: 32,
+    WIDTHS: 1024,
+    "outer.meta_batch_size": 1024,
+    "outer.iterations": 1_000_000,
+}
+MAX_PROBLEMS = 5  # listed in an error; the rest are counted
 
 
 class _Part(BaseModel):
@@ -72,7 +82,7 @@ class _Dimension(_Part):
 
 class Categorical(_Dimension):
     type: Literal["categorical"]
-    choices: list[Any] = Field(min_length=1)
+    choices: list[Any] = Field(min_length=1, max_length=MAX_CHOICES)
 
 
 class IntRange(_Dimension):
@@ -95,7 +105,7 @@ Dimension = Annotated[Categorical | IntRange | FloatRange, Field(discriminator="
 
 class Derived(_Part):
     source: str = Field(alias="from")
-    map: dict[Any, Any] = Field(min_length=1)
+    map: dict[Any, Any] = Field(min_length=1, max_length=MAX_CHOICES)
 
     def lookup(self, value: Any) -> tuple[bool, Any]:
         """``(True, derived value)``, or ``(False, None)`` where the map gives none."""
@@ -162,7 +172,9 @@ def parse_space(data: dict[str, Any], origin: str = "(inline)") -> SearchSpace:
         raise SpecError(format_validation_error(error, what)) from None
     problems = _problems(space)
     if problems:
-        raise SpecError(f"invalid {what}: " + "; ".join(problems))
+        more = len(problems) - MAX_PROBLEMS
+        shown = problems[:MAX_PROBLEMS] + ([f"and {more} more"] if more > 0 else [])
+        raise SpecError(f"invalid {what}: " + "; ".join(shown))
     return space
 
 
@@ -172,6 +184,9 @@ def _problems(space: SearchSpace) -> list[str]:
         for field in getattr(space, section):
             if field not in FIELDS:
                 problems.append(f"{section}.{field}: {unknown_field(field)}")
+    if problems:
+        return problems
+    problems += _size_problems(space)
     if problems:
         return problems
     for field in space.fixed.keys() & space.dimensions.keys():
@@ -185,6 +200,32 @@ def _problems(space: SearchSpace) -> list[str]:
     problems += _order_problems(space)
     problems += _width_problems(space)
     return problems
+
+
+def _size_problems(space: SearchSpace) -> list[str]:
+    """Values beyond ``SIZE_LIMITS``, found before any is checked further or sampled."""
+    found: list[tuple[str, str, Any]] = [(f"fixed.{f}", f, v) for f, v in space.fixed.items()]
+    for field, derived in space.derived.items():
+        found += [(f"derived.{field}.map.{k}", field, v) for k, v in derived.map.items()]
+    for field, dimension in space.dimensions.items():
+        where = f"dimensions.{field}"
+        if isinstance(dimension, Categorical):
+            found += [(f"{where}.choices", field, c) for c in dimension.choices]
+        else:
+            found.append((f"{where}.high", field, dimension.high))
+    problems = []
+    for where, field, value in found:
+        limit = SIZE_LIMITS.get(field)
+        values = value if field == WIDTHS and isinstance(value, list) else [value]
+        if field == WIDTHS and len(values) > SIZE_LIMITS[DEPTH]:
+            problems.append(f"{where}: more widths than the limit of {SIZE_LIMITS[DEPTH]} blocks")
+        elif limit is not None and any(_number(v) and v > limit for v in values):
+            problems.append(f"{where}: {value!r} exceeds the limit of {limit:,}")
+    return problems
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _fixed_problems(space: SearchSpace) -> list[str]:

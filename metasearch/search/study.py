@@ -54,6 +54,7 @@ from metasearch.search.space import SearchSpace, load_space, parse_space
 from metasearch.search.suggest import seed_params
 from metasearch.spec import format_validation_error
 from metasearch.tasks import SinusoidSource, TaskSource, image_folder, omniglot
+from metasearch.tasks.images import MAX_IMAGE_SIZE
 from metasearch.tasks.omniglot import data_root as resolve_data_root
 
 Objective = Literal["query_loss", "accuracy", "n_parameters", "adaptation_seconds"]
@@ -76,6 +77,8 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "none": optuna.pruners.NopPruner,
 }
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+MAX_UNTIMED_ITERATIONS = 1_000_000  # meta-iterations per candidate without a time limit
+MAX_UNTIMED_EXAMPLES = 100_000_000  # meta-training examples, likewise
 
 
 class _Model(BaseModel):
@@ -104,7 +107,7 @@ class OmniglotTask(_ImageTask):
     ways: int = Field(5, ge=2)
     shots: int = Field(1, ge=1)
     query_shots: int = Field(15, ge=1)
-    image_size: int = Field(28, ge=8)
+    image_size: int = Field(28, ge=8, le=MAX_IMAGE_SIZE)
     rotations: bool = True  # training classes only
     split: Literal["vinyals", "lake"] = "vinyals"
     classes_from: Literal["any", "alphabet"] = "any"
@@ -116,7 +119,7 @@ class ImageFolderTask(_ImageTask):
     ways: int = Field(5, ge=2)
     shots: int = Field(1, ge=1)
     query_shots: int = Field(15, ge=1)
-    image_size: int = Field(28, ge=8)
+    image_size: int = Field(28, ge=8, le=MAX_IMAGE_SIZE)
     mode: Literal["L", "RGB"] = "RGB"
     classes_from: Literal["any", "group"] = "any"  # group: root/<group>/<class>/<image>
 
@@ -142,7 +145,7 @@ class BudgetConfig(_Model):
     time_limit: float | None = Field(None, gt=0)
     examples: float | None = Field(None, gt=0)
     eval_every: float | None = Field(None, gt=0)
-    eval_tasks: int = Field(100, ge=2)
+    eval_tasks: int = Field(100, ge=2, le=10_000)  # sampled at once
     min_iterations: int = Field(1, ge=1)
 
     @model_validator(mode="after")
@@ -161,6 +164,21 @@ class BudgetConfig(_Model):
         return {"iterations": self.iterations, "seconds": self.time_limit}.get(
             self.unit, self.examples
         )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> BudgetConfig:
+        if self.time_limit is not None:
+            return self
+        if (self.iterations or 0) > MAX_UNTIMED_ITERATIONS:
+            raise ValueError(
+                f"iterations above {MAX_UNTIMED_ITERATIONS:,} need a time_limit (seconds)"
+            )
+        if self.iterations is None and (self.examples or 0) > MAX_UNTIMED_EXAMPLES:
+            raise ValueError(
+                f"examples above {MAX_UNTIMED_EXAMPLES:,} need a time_limit (seconds) or "
+                "iterations"
+            )
+        return self
 
     def to_budget(self, seed: int) -> Budget:
         return Budget(
@@ -247,7 +265,7 @@ class StudyConfig(_Model):
     darts: DartsConfig | None = Field(None, validate_default=True)
     checkpoint_every: int | None = Field(None, ge=1)
     heartbeat: HeartbeatConfig = HeartbeatConfig()
-    population: int = Field(1, ge=1)
+    population: int = Field(1, ge=1, le=256)
     seeds: tuple[SeedConfig, ...] = ()
 
     _path: Path | None = PrivateAttr(None)
@@ -364,8 +382,8 @@ class StudyConfig(_Model):
 
 def load_study_file(path: str | Path) -> StudyConfig:
     """Reads and checks a study file. Its storage defaults to ``<stem>.db`` beside it (SQLite)."""
+    content = read_bytes(path, "study file")  # first: refuses a link loop before resolve
     path = Path(path).resolve()
-    content = read_bytes(path, "study file")
     data = parse_yaml(content, f"study file {path}")
     if data.get("storage") is None:
         data["storage"] = f"sqlite:///{path.with_suffix('.db')}"
@@ -427,10 +445,14 @@ def source_from_task(
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` where CUDA is available, else ``cpu``; checks that CUDA exists."""
+    if not _DEVICE.fullmatch(device):
+        raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SpecError(f"device {device} asks for CUDA, which is not available; use auto or cpu")
+    if device.startswith("cuda:") and int(device[5:]) >= (count := torch.cuda.device_count()):
+        raise SpecError(f"there is no device {device}: this machine has cuda:0 to cuda:{count - 1}")
     return device
 
 

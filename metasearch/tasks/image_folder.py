@@ -49,17 +49,17 @@ def image_folder(
     groups = _subfolders(folder) if classes_from == "group" else [folder]
     found = [(g, c) for g, group in enumerate(groups) for c in _subfolders(group)]
     usable = [(g, c) for g, c in found if len(image_files(c)) >= needed]
+    if not usable:
+        raise DataError(
+            f"no class folder under {folder} holds {needed} images (shots + query_shots); "
+            f"expected root/{layout} with enough images per class"
+        )
     if len(usable) < len(found):
         log.warning(
             "left out %d of %d classes with fewer than %d images",
             len(found) - len(usable),
             len(found),
             needed,
-        )
-    if not usable:
-        raise DataError(
-            f"no class folder under {folder} holds {needed} images (shots + query_shots); "
-            f"expected root/{layout} with enough images per class"
         )
     classes = [c for _, c in usable]
     names = [str(c.relative_to(folder)) for c in classes]
@@ -88,4 +88,7 @@ def image_folder(
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as error:
+        raise DataError(f"cannot list the image folder {folder}: {error.strerror}") from None
