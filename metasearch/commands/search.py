@@ -18,9 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from metasearch.commands.common import STORAGE_VARIABLE, load_config, study_storage
 from metasearch.commands.stopping import GracefulStop
-from metasearch.errors import MetasearchError
+from metasearch.errors import MetasearchError, StorageError
 from metasearch.search.runner import open_study, run_study
-from metasearch.search.storage import redact
+from metasearch.search.storage import parse, redact
 from metasearch.search.study import StudyConfig, build_source
 from metasearch.search.trials import FINISHED
 
@@ -42,6 +42,7 @@ def run_search(study_file: Path, options: RunOptions, workers: int, console: Con
     config = load_config(study_file)
     storage_url = study_storage(config, options.storage)
     if workers > 1:
+        _check_shared(storage_url, f"--workers {workers}")
         return _run_workers(study_file, config, storage_url, options, workers, console)
     source = build_source(config, options.data_root, options.device)  # no data: fail early
     open_study(config, storage_url)  # a bad storage or a changed study: fail before the display
@@ -67,6 +68,7 @@ def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
     """Joins the study as one worker, logging a line per trial; returns the exit code."""
     config = load_config(study_file)
     storage_url = study_storage(config, options.storage)
+    _check_shared(storage_url, "a worker")
     source = build_source(config, options.data_root, options.device)
     console.print(f"worker joined study {config.name} in {redact(storage_url)} on {source.device}")
 
@@ -86,7 +88,6 @@ def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
             callbacks=[log_trial],
             source=source,
             stop=stop,
-            worker=True,
         )
     console.print(f"worker done: the study has {_finished(study)} finished trials")
     return stop.exit_code
@@ -128,6 +129,15 @@ def _run_workers(
     if failed and not stop():
         raise MetasearchError(f"{len(failed)} of {workers} workers failed; see their output above")
     return stop.exit_code
+
+
+def _check_shared(storage_url: str, what: str) -> None:
+    """Refuses a storage that other processes cannot see: SQLite in memory."""
+    if parse(storage_url).in_memory:
+        raise StorageError(
+            f"{what} needs a storage that processes share; {storage_url} is in this process's "
+            "memory only: use sqlite:///path/study.db"
+        )
 
 
 def _worker_command(study_file: Path, options: RunOptions, index: int) -> list[str]:
