@@ -45,7 +45,7 @@ def run_search(study_file: Path, options: RunOptions, workers: int, console: Con
         _check_shared(storage_url, f"--workers {workers}")
         return _run_workers(study_file, config, storage_url, options, workers, console)
     source = build_source(config, options.data_root, options.device)  # no data: fail early
-    open_study(config, storage_url)  # a bad storage or a changed study: fail before the display
+    opened = open_study(config, storage_url)  # a bad storage or a changed study: fail now
     target = options.n_trials or config.trials
     with GracefulStop(console) as stop, _progress(console) as progress:
         task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
@@ -58,6 +58,7 @@ def run_search(study_file: Path, options: RunOptions, workers: int, console: Con
             callbacks=[display],
             source=source,
             stop=stop,
+            study=opened,
         )
         progress.update(task_id, completed=_finished(study), best=_best_text(study))
     _summary(study, config, study_file, console)
@@ -70,6 +71,7 @@ def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
     storage_url = study_storage(config, options.storage)
     _check_shared(storage_url, "a worker")
     source = build_source(config, options.data_root, options.device)
+    opened = open_study(config, storage_url)
     console.print(f"worker joined study {config.name} in {redact(storage_url)} on {source.device}")
 
     def log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -88,6 +90,7 @@ def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
             callbacks=[log_trial],
             source=source,
             stop=stop,
+            study=opened,
         )
     console.print(f"worker done: the study has {_finished(study)} finished trials")
     return stop.exit_code

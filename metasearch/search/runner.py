@@ -127,6 +127,7 @@ def run_study(
     device: str | None = None,
     source: TaskSource | None = None,
     stop: Callable[[], bool] | None = None,
+    study: optuna.Study | None = None,
 ) -> optuna.Study:
     """Runs the study until it holds ``n_trials`` (default ``config.trials``) finished (complete
     or pruned) trials in all, or ``timeout`` seconds (default ``config.timeout``) have passed.
@@ -137,13 +138,14 @@ def run_study(
     weights of complete trials are kept, and running trials are checkpointed
     (:mod:`metasearch.search.weights`). ``callbacks`` are Optuna study callbacks, called after
     each trial. Where ``stop()`` turns true, the running trial is checkpointed, failed and queued
-    for a retry, and the run returns. Raises :class:`MetasearchError` where the run stopped
-    short: ``MAX_FAILURES_IN_A_ROW`` failed trials in a row, or a :class:`StorageError` where
-    the storage or the weights folder cannot be written (a full disk); the trial that could not
-    be stored is queued again.
+    for a retry, and the run returns. ``study`` is the study already opened by
+    :func:`open_study` in ``storage``, if it was. Raises :class:`MetasearchError` where the run
+    stopped short: ``MAX_FAILURES_IN_A_ROW`` failed trials in a row, or a :class:`StorageError`
+    where the storage or the weights folder cannot be written (a full disk); the trial that
+    could not be stored is queued again.
     """
     storage = storage if storage is not None else config.storage
-    study = open_study(config, storage)
+    study = study if study is not None else open_study(config, storage)
     target = config.trials if n_trials is None else n_trials
     if _count(study, FINISHED) >= target:
         return study

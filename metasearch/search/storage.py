@@ -115,7 +115,7 @@ def parse(typed: str) -> Location:
             return Location(typed, "memory", typed)
         return Location(typed, "sqlite", url.render_as_string(False), Path(url.database))
     try:
-        url.get_dialect()
+        url.get_dialect().import_dbapi()
     except NoSuchModuleError:
         raise StorageError(
             f"unknown storage {url.drivername!r} in {redact(typed)}; use {EXAMPLES}"
