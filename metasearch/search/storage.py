@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import warnings
@@ -200,8 +201,10 @@ def open_for_reading(typed: str) -> optuna.storages.BaseStorage:
             f"the in-memory storage {typed} keeps no study after the run that made it; "
             "give a file, sqlite:///path/study.db"
         )
-    if location.file is not None and not location.file.exists():
-        raise MissingStudyError(f"{location.file} does not exist")
+    if location.file is not None:
+        _refuse_folder(location.file)
+        if not location.file.exists():
+            raise MissingStudyError(f"{location.file} does not exist")
     try:
         if location.kind != "journal" and not _has_tables(location):
             raise MissingStudyError(f"{location.shown} holds no Optuna studies")
@@ -242,7 +245,7 @@ def describe(error: BaseException, location: Location) -> str:
     message = str(getattr(error, "orig", None) or error).strip()
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     reason = scrub(lines[0] if lines else type(error).__name__, location.typed)
-    reason = reason.removeprefix("connection failed: ").removeprefix("connection is bad: ")
+    reason = reason.split("FATAL:")[-1].strip()  # the server's words, without where it was
     lowered = message.lower()
     if "database or disk is full" in lowered:
         return _full(errno.ENOSPC, where)
@@ -260,8 +263,6 @@ def describe(error: BaseException, location: Location) -> str:
             f"cannot reach the database server of {location.shown} (connection refused); "
             "check the host and port, and that the server runs"
         )
-    if location.kind == "journal" and isinstance(error, (ValueError, KeyError, TypeError)):
-        return f"{where} is not an Optuna journal file; give another file for the journal storage"
     return f"cannot open the study storage {location.shown}: {reason}"
 
 
@@ -277,8 +278,7 @@ def _check_writable(location: Location) -> None:
     if location.file is None:
         return
     file, folder = location.file, location.file.parent
-    if file.is_dir():
-        raise StorageError(f"the study storage {file} is a folder; give a file")
+    _refuse_folder(file)
     if not folder.is_dir():
         raise StorageError(
             f"the folder {folder} of the study storage does not exist; create it or give "
@@ -292,6 +292,11 @@ def _check_writable(location: Location) -> None:
             + ("the file system is read-only" if read_only else "permission denied")
             + "; choose a writable place for the study storage"
         )
+
+
+def _refuse_folder(file: Path) -> None:
+    if file.is_dir():
+        raise StorageError(f"the study storage {file} is a folder; give a file")
 
 
 @contextlib.contextmanager
@@ -326,10 +331,8 @@ def _open(
     if location.in_memory:
         return optuna.storages.InMemoryStorage()  # one process: SQLite in memory is one per thread
     if location.kind == "journal":
-        try:
-            return JournalStorage(JournalFileBackend(location.url))
-        except (ValueError, KeyError, TypeError) as error:  # not a journal: its lines are no log
-            raise StorageError(describe(error, location)) from None
+        _check_journal(location)
+        return JournalStorage(JournalFileBackend(location.url))
     with warnings.catch_warnings():  # Optuna marks the retry callback experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(
@@ -341,6 +344,25 @@ def _open(
                 max_retry=MAX_RETRIES, inherit_intermediate_values=True
             ),
             skip_table_creation=not create,
+        )
+
+
+def _check_journal(location: Location) -> None:
+    """Refuses a file whose first line is not an Optuna journal record (Optuna would skip it as
+    a torn write, and append to the file)."""
+    assert location.file is not None
+    if not location.file.is_file():
+        return
+    with location.file.open("rb") as file:
+        first = file.readline()
+    try:
+        record = json.loads(first) if first else {"op_code": None}
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise StorageError(
+            f"{location.file} is not an Optuna journal file; give another file for the journal "
+            "storage"
         )
 
 
