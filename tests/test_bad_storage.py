@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,25 +249,13 @@ def test_redaction_keeps_file_paths_and_users_whole() -> None:
     assert redact("postgresql://metasearch@db:5432/m") == "postgresql://metasearch@db:5432/m"
 
 
-def unique_database() -> str:
-    """A fresh, empty database on the test server."""
-    assert POSTGRES is not None
-    import sqlalchemy
-
-    name = f"empty_{uuid.uuid4().hex[:10]}"
-    engine = sqlalchemy.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
-
-
-@pytest.mark.skipif(not POSTGRES, reason="set METASEARCH_TEST_POSTGRES to a PostgreSQL URL")
 @pytest.mark.parametrize("name", READING)
-def test_reading_an_empty_postgresql_database_creates_no_tables(name: str, folder: Path) -> None:
+def test_reading_an_empty_postgresql_database_creates_no_tables(
+    name: str, folder: Path, fresh_postgres: Callable[[], str]
+) -> None:
     import sqlalchemy
 
-    url = unique_database()
+    url = fresh_postgres()
     study = write_study(folder)
     result = CliRunner().invoke(app, command(name, study, url, folder))
     assert_one_clean_line(result, "metasearch search", *SECRETS)
