@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +49,7 @@ def run_search(study_file: Path, options: RunOptions, workers: int, console: Con
     source = build_source(config, options.data_root, options.device)  # no data: fail early
     opened = open_study(config, storage_url)  # a bad storage or a changed study: fail now
     target = options.n_trials or config.trials
-    with GracefulStop(console) as stop, _progress(console) as progress:
+    with GracefulStop(console) as stop, _display(console) as progress:
         task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
         display = ProgressDisplay(progress, task_id)
         study = run_study(
@@ -116,7 +118,7 @@ def _run_workers(
         )
         for index in range(workers)
     ]
-    with GracefulStop(console) as stop, _progress(console) as progress:
+    with GracefulStop(console) as stop, _display(console) as progress:
         task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
         forwarded = False
         while any(p.poll() is None for p in processes):
@@ -177,6 +179,17 @@ class ProgressDisplay:
             last=f"#{trial.number} {trial.state.name.lower()}",
             speed=f"{per_trial:.1f} s/trial",
         )
+
+
+@contextlib.contextmanager
+def _display(console: Console) -> Iterator[Progress]:
+    """The live progress bar; it vanishes where the run fails, leaving the error's one line."""
+    with _progress(console) as progress:
+        try:
+            yield progress
+        except BaseException:
+            progress.live.transient = True
+            raise
 
 
 def _progress(console: Console) -> Progress:

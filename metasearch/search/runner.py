@@ -255,7 +255,7 @@ class _Objective:
                 trial.set_user_attr("failure", f"{type(error).__name__}: {error}")
                 raise
             # Nothing more can be stored: the trial is queued again and the run stops.
-            self.interrupted, self.unwritable = trial.number, unwritable(error)
+            self.interrupted, self.unwritable = trial.number, unwritable(error, self.files)
             trial.set_user_attr(
                 "failure", f"{self.unwritable}; a retry resumes from its checkpoint"
             )

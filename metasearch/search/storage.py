@@ -38,6 +38,7 @@ from typing import Literal
 
 import optuna
 import sqlalchemy
+from optuna.exceptions import StorageInternalError
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import make_url
@@ -188,7 +189,7 @@ def creating(
     try:
         with _creation_lock(location):
             yield _open(location, heartbeat_interval, grace_period, create=True)
-    except (SQLAlchemyError, OSError) as error:
+    except (SQLAlchemyError, StorageInternalError, OSError) as error:
         raise StorageError(describe(error, location)) from None
 
 
@@ -220,7 +221,7 @@ def writing(typed: str) -> Iterator[None]:
     location = parse(typed)
     try:
         yield
-    except SQLAlchemyError as error:
+    except (SQLAlchemyError, StorageInternalError) as error:
         raise StorageError(describe(error, location)) from None
     except OSError as error:
         if error.errno not in FULL:
@@ -228,9 +229,10 @@ def writing(typed: str) -> Iterator[None]:
         raise StorageError(unwritable(error)) from None
 
 
-def unwritable(error: OSError) -> str:
-    """One line for a write that failed on a full or read-only file system."""
-    return _full(error.errno or errno.ENOSPC, error.filename or "the disk")
+def unwritable(error: OSError, where: object = None) -> str:
+    """One line for a write to ``where`` (else the error's file) that failed on a full or
+    read-only file system."""
+    return _full(error.errno or errno.ENOSPC, error.filename or where or "the disk")
 
 
 class MissingStudyError(StorageError):
@@ -240,6 +242,8 @@ class MissingStudyError(StorageError):
 def describe(error: BaseException, location: Location) -> str:
     """One line saying why ``location`` could not be opened or written, with what to do."""
     where = location.file if location.file is not None else location.shown
+    if isinstance(error, StorageInternalError) and error.__cause__ is not None:
+        error = error.__cause__  # Optuna's wrapping of the database's error
     if isinstance(error, OSError) and error.errno in FULL:
         return _full(error.errno, where)
     message = str(getattr(error, "orig", None) or error).strip()
