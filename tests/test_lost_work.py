@@ -251,3 +251,16 @@ def test_a_report_whose_plots_cannot_be_written_fails_loudly(
     result = CliRunner().invoke(app, ["report", str(path), "--out", str(small_disk / "report")])
     one_line(result, "no space left")
     assert "report written" not in result.output
+
+
+def test_a_worker_stopped_by_a_run_of_failures_exits_non_zero_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    path = write_study(tmp_path, trials=50)
+    study = yaml.safe_load(path.read_text())
+    study["space"]["fixed"]["outer.algorithm"] = "metasgd"  # invalid without inner.learned
+    path.write_text(yaml.safe_dump(study))
+    result = CliRunner().invoke(app, ["worker", str(path)])
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: stopped: the last 10 trials failed") and "metasgd" in last
