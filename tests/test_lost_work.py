@@ -135,6 +135,7 @@ def test_a_trial_killed_after_storing_its_outcome_is_finished_not_retrained(
     assert load_trial_weights(files, retry[0]) is not None
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked outside optimize
 def test_runs_opening_one_study_together_propose_different_candidates(tmp_path: Path) -> None:
     config = load_study_file(write_study(tmp_path, sampler={"name": "tpe"}))
     run_study(config, n_trials=1)

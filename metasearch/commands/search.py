@@ -22,7 +22,7 @@ from metasearch.commands.common import STORAGE_VARIABLE, load_config, study_stor
 from metasearch.commands.stopping import GracefulStop
 from metasearch.errors import MetasearchError, StorageError
 from metasearch.search.runner import open_study, run_study
-from metasearch.search.storage import parse, redact
+from metasearch.search.storage import parse, redact, writing
 from metasearch.search.study import StudyConfig, build_source
 from metasearch.search.trials import FINISHED
 
@@ -49,7 +49,7 @@ def run_search(study_file: Path, options: RunOptions, workers: int, console: Con
     source = build_source(config, options.data_root, options.device)  # no data: fail early
     opened = open_study(config, storage_url)  # a bad storage or a changed study: fail now
     target = options.n_trials or config.trials
-    with GracefulStop(console) as stop, _display(console) as progress:
+    with GracefulStop(console) as stop, _display(console) as progress, writing(storage_url):
         task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
         display = ProgressDisplay(progress, task_id)
         study = run_study(
@@ -83,7 +83,7 @@ def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
             + (f": {failure}" if failure else f"; best {_best_text(study)}")
         )
 
-    with GracefulStop(console) as stop:
+    with GracefulStop(console) as stop, writing(storage_url):
         study = run_study(
             config,
             n_trials=options.n_trials,

@@ -39,7 +39,7 @@ from metasearch.evaluation import (
 )
 from metasearch.search.population import run_population
 from metasearch.search.samplers import make_pruner, make_sampler
-from metasearch.search.storage import FULL, creating, redact, unwritable, writing
+from metasearch.search.storage import FULL, creating, redact, unwritable
 from metasearch.search.study import DIRECTIONS, StudyConfig, build_source
 from metasearch.search.suggest import suggest
 from metasearch.search.trials import (
@@ -141,8 +141,9 @@ def run_study(
     for a retry, and the run returns. ``study`` is the study already opened by
     :func:`open_study` in ``storage``, if it was. Raises :class:`MetasearchError` where the run
     stopped short: ``MAX_FAILURES_IN_A_ROW`` failed trials in a row, or a :class:`StorageError`
-    where the storage or the weights folder cannot be written (a full disk); the trial that
-    could not be stored is queued again.
+    where the weights folder cannot be written (a full disk); the trial that could not be
+    stored is queued again. Storage errors of the database itself are Optuna's
+    (:func:`metasearch.search.storage.writing` says them in one line).
     """
     storage = storage if storage is not None else config.storage
     study = study if study is not None else open_study(config, storage)
@@ -157,41 +158,38 @@ def run_study(
     timeout = config.timeout if timeout is None else timeout
     deadline = None if timeout is None else time.monotonic() + timeout
     heartbeats = is_heartbeat_enabled(study._storage)
-    with writing(storage) if isinstance(storage, str) else contextlib.nullcontext():
-        while not streak.stopped and not (stop is not None and stop()):
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            if _count(study, FINISHED) >= target:
-                break
-            if _count(study, ACTIVE) >= target and not _count(study, (TrialState.WAITING,)):
-                if not heartbeats:
-                    break  # the rest is running elsewhere, and nothing would notice if it died
-                _fail_stale_trials(study)  # the rest is running elsewhere: take it over if it dies
-                time.sleep(POLL_SECONDS)
-                continue
-            if config.population > 1:
-                size = min(config.population, target - _count(study, ACTIVE))
-                space, budget = config.space, objective.budget
-                run_population(
-                    study,
-                    space,
-                    source,
-                    budget,
-                    config.objectives,
-                    size,
-                    target,
-                    files,
-                    [streak, *callbacks],
-                )
-                continue
-            study.optimize(
-                objective, n_trials=1, catch=(Exception,), callbacks=[streak, *callbacks]
+    while not streak.stopped and not (stop is not None and stop()):
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        if _count(study, FINISHED) >= target:
+            break
+        if _count(study, ACTIVE) >= target and not _count(study, (TrialState.WAITING,)):
+            if not heartbeats:
+                break  # the rest is running elsewhere, and nothing would notice if it died
+            _fail_stale_trials(study)  # the rest is running elsewhere: take it over if it dies
+            time.sleep(POLL_SECONDS)
+            continue
+        if config.population > 1:
+            size = min(config.population, target - _count(study, ACTIVE))
+            space, budget = config.space, objective.budget
+            run_population(
+                study,
+                space,
+                source,
+                budget,
+                config.objectives,
+                size,
+                target,
+                files,
+                [streak, *callbacks],
             )
-            if objective.interrupted is not None:
-                _retry(study, objective.interrupted)
-                if objective.unwritable is not None:
-                    raise StorageError(objective.unwritable)
-                break
+            continue
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[streak, *callbacks])
+        if objective.interrupted is not None:
+            _retry(study, objective.interrupted)
+            if objective.unwritable is not None:
+                raise StorageError(objective.unwritable)
+            break
     if streak.stopped:
         raise MetasearchError(streak.reason)
     return study
@@ -250,18 +248,14 @@ class _Objective:
             self.interrupted = trial.number
             trial.set_user_attr("failure", f"{error}; a retry resumes from its checkpoint")
             raise
-        except OSError as error:
-            if error.errno not in FULL:
-                trial.set_user_attr("failure", f"{type(error).__name__}: {error}")
-                raise
-            # Nothing more can be stored: the trial is queued again and the run stops.
-            self.interrupted, self.unwritable = trial.number, unwritable(error, self.files)
-            trial.set_user_attr(
-                "failure", f"{self.unwritable}; a retry resumes from its checkpoint"
-            )
-            raise
         except Exception as error:  # Optuna logs it and fails the trial; the study goes on
-            trial.set_user_attr("failure", f"{type(error).__name__}: {error}")
+            if isinstance(error, OSError) and error.errno in FULL:  # nothing more can be stored:
+                self.interrupted = trial.number  # the trial is queued again and the run stops
+                self.unwritable = unwritable(error, self.files)
+                reason = f"{self.unwritable}; a retry resumes from its checkpoint"
+            else:
+                reason = f"{type(error).__name__}: {error}"
+            trial.set_user_attr("failure", reason)
             raise
 
     def _evaluate(self, trial: optuna.Trial) -> list[float]:
