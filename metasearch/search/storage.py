@@ -67,6 +67,10 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&;\s]*")
 
 
+class MissingStudyError(StorageError):
+    """The storage holds no study yet; commands say which one to run first."""
+
+
 @dataclass(frozen=True)
 class Location:
     """A parsed storage URL: what kind of storage, the URL to open it by and its file, if any."""
@@ -210,7 +214,7 @@ def open_for_reading(typed: str) -> optuna.storages.BaseStorage:
         if location.kind != "journal" and not _has_tables(location):
             raise MissingStudyError(f"{location.shown} holds no Optuna studies")
         return _open(location, HEARTBEAT_INTERVAL, GRACE_PERIOD, create=False)
-    except (SQLAlchemyError, OSError) as error:
+    except (SQLAlchemyError, StorageInternalError, OSError) as error:
         raise StorageError(describe(error, location)) from None
 
 
@@ -233,10 +237,6 @@ def unwritable(error: OSError, where: object = None) -> str:
     """One line for a write to ``where`` (else the error's file) that failed on a full or
     read-only file system."""
     return _full(error.errno or errno.ENOSPC, error.filename or where or "the disk")
-
-
-class MissingStudyError(StorageError):
-    """The storage holds no study yet; commands say which one to run first."""
 
 
 def describe(error: BaseException, location: Location) -> str:
@@ -310,7 +310,11 @@ def _creation_lock(location: Location) -> Iterator[None]:
     if location.file is not None:
         folder = os.open(location.file.parent, os.O_RDONLY)
         try:
-            fcntl.flock(folder, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(folder, fcntl.LOCK_EX)
+            except OSError as error:  # a shared file system without locks: go on without
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
             yield
         finally:
             os.close(folder)  # releases the lock
