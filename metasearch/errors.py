@@ -17,3 +17,8 @@ class DataError(MetasearchError):
 
 class ArtifactError(MetasearchError):
     """An exported learner is missing, corrupt, modified or from another format version."""
+
+
+class StorageError(MetasearchError):
+    """A study storage cannot be opened, read or written: a bad URL, an unreachable server, a
+    missing or read-only folder, a full disk."""

@@ -24,20 +24,31 @@ from optuna.trial import TrialState  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from metasearch.darts.plot import plot_architecture_weights  # noqa: E402
+from metasearch.errors import MetasearchError  # noqa: E402
 from metasearch.search.results import (  # noqa: E402
     best_trials,
     describe_trial,
     objective_names,
     trials_frame,
 )
+from metasearch.search.storage import FULL, unwritable  # noqa: E402
 
 log = logging.getLogger(__name__)
 CURVES_SHOWN = 8
 
 
 def write_report(study: optuna.Study, out_dir: str | Path, title: str) -> Path:
-    """Writes ``out_dir/index.html`` and its PNG plots; returns the HTML file's path."""
-    out = Path(out_dir)
+    """Writes ``out_dir/index.html`` and its PNG plots; returns the HTML file's path. Raises
+    :class:`MetasearchError` where a file cannot be written (a full disk): no report goes
+    without the plots it shows."""
+    try:
+        return _write(study, Path(out_dir), title)
+    except OSError as error:
+        reason = unwritable(error) if error.errno in FULL else f"{error.strerror}: {error.filename}"
+        raise MetasearchError(f"the report was not written: {reason}") from None
+
+
+def _write(study: optuna.Study, out: Path, title: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     names = objective_names(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -108,6 +119,9 @@ def _plot_section(out: Path, key: str, heading: str, draw: Callable[[], object])
         figure.tight_layout()
         figure.savefig(out / f"{key}.png", dpi=110)
         plt.close("all")
+    except OSError:
+        plt.close("all")
+        raise  # the plot was drawn but not written: the report fails
     except Exception as error:  # a plot the study cannot support yet must not stop the report
         plt.close("all")
         log.info("skipped plot %s: %s", key, error)

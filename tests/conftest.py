@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,29 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def omniglot_5way(data_root: Path) -> ClassificationSource:
     return omniglot(data_root, ways=5, shots=1, query_shots=5)
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[Callable[[], str]]:
+    """Makes empty databases on the server ``METASEARCH_TEST_POSTGRES`` names (skips without
+    one) and drops them after the test."""
+    server = os.environ.get("METASEARCH_TEST_POSTGRES")
+    if not server:
+        pytest.skip("set METASEARCH_TEST_POSTGRES to a PostgreSQL URL (.ci/run does)")
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"fresh_{uuid.uuid4().hex[:12]}"
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+        made.append(name)
+        return server.rsplit("/", 1)[0] + f"/{name}"
+
+    yield make
+    with engine.connect() as connection:
+        for name in made:
+            connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    engine.dispose()

@@ -200,7 +200,7 @@ def test_show_before_search_and_an_unreachable_storage(tmp_path: Path) -> None:
     study = write_study(tmp_path)
     assert_one_line_error(run("show", study), "metasearch search")
     url = "postgresql+psycopg://metasearch:s3cret@127.0.0.1:9/studies"
-    message = assert_one_line_error(run("search", study, "--storage", url), "cannot open")
+    message = assert_one_line_error(run("search", study, "--storage", url), "cannot reach")
     assert "s3cret" not in message and "127.0.0.1:9" in message
 
 

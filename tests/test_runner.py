@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from metasearch import SpecError
 from metasearch.algorithms import MetaAlgorithm
+from metasearch.errors import MetasearchError
 from metasearch.search import (
     StudyConfig,
     best_trials,
@@ -79,7 +80,8 @@ def test_runs_in_sqlite_beside_the_file_and_a_rerun_tops_up(tmp_path: Path) -> N
     trial = again.trials[0]
     assert trial.user_attrs["spec"]["outer"]["algorithm"] == trial.params["outer.algorithm"]
     assert trial.user_attrs["result"]["status"] == "complete"
-    weights = load_trial_weights(tmp_path / "tiny.weights" / "tiny", trial)
+    folder = tmp_path / "tiny.weights" / "tiny" / again.user_attrs["study_uuid"]
+    weights = load_trial_weights(folder, trial)
     assert weights is not None and "param.head.weight" in weights
 
 
@@ -164,7 +166,11 @@ def test_a_run_of_failures_stops_the_study() -> None:
     space = copy.deepcopy(SPACE)
     space["fixed"]["outer.algorithm"] = "metasgd"  # invalid without inner.learned
     del space["dimensions"]["outer.algorithm"]
-    study = run_study(StudyConfig.from_dict(STUDY | {"space": space, "trials": 50}))
+    storage = optuna.storages.InMemoryStorage()
+    config = StudyConfig.from_dict(STUDY | {"space": space, "trials": 50})
+    with pytest.raises(MetasearchError, match=f"the last {MAX_FAILURES_IN_A_ROW} trials failed"):
+        run_study(config, storage=storage)
+    study = optuna.load_study(study_name=config.name, storage=storage)
     assert states(study) == [TrialState.FAIL] * MAX_FAILURES_IN_A_ROW
 
 
@@ -225,11 +231,14 @@ def test_a_candidate_out_of_device_memory_fails_with_its_reason_and_the_study_go
 def test_a_journal_storage_runs_and_resumes_a_study(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # trial weights go to ./<study>.weights/ beside such storages
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # trial weights go beside the journal file
     storage = f"journal:{tmp_path / 'tiny.log'}"
     config = StudyConfig.from_dict(STUDY | {"trials": 2})
     run_study(config, storage=storage)
     study = run_study(config, n_trials=3, storage=storage)
     assert states(study) == [TrialState.COMPLETE] * 3
     assert len({t.params["inner.lr"] for t in study.trials}) == 3
-    assert (tmp_path / "tiny.weights" / "tiny" / "trial-2.safetensors").is_file()
+    folder = tmp_path / "tiny.weights" / "tiny" / study.user_attrs["study_uuid"]
+    assert (folder / "trial-2.safetensors").is_file()
+    assert not any((tmp_path / "elsewhere").iterdir())

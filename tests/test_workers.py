@@ -23,8 +23,9 @@ import yaml
 from optuna.trial import TrialState
 
 from metasearch import Budget, LearnerSpec, SinusoidSource, evaluate
+from metasearch.errors import MetasearchError
 from metasearch.evaluation import CheckpointStore, TrainingInterrupted
-from metasearch.search import load_study_file, open_storage
+from metasearch.search import load_study_file, open_for_reading
 from metasearch.search.weights import weights_dir
 
 POSTGRES = os.environ.get("METASEARCH_TEST_POSTGRES")
@@ -118,7 +119,7 @@ def start_worker(path: Path, tmp_path: Path, log_name: str) -> subprocess.Popen[
 
 def load(path: Path) -> optuna.Study:
     config = load_study_file(path)
-    storage = open_storage(config.storage)
+    storage = open_for_reading(config.storage)
     return optuna.load_study(study_name=config.name, storage=storage)
 
 
@@ -126,13 +127,14 @@ def wait_for_a_checkpointed_trial(path: Path, tmp_path: Path, timeout: float) ->
     """A running trial that has written a checkpoint (its files sit beside the study)."""
     end = time.monotonic() + timeout
     config = load_study_file(path)
-    checkpoints = tmp_path / weights_dir(config.storage, config.name) / "checkpoints"
     while time.monotonic() < end:
         try:
-            running = load(path).get_trials(states=(TrialState.RUNNING,))
-        except KeyError:  # the study is not created yet
-            running = []
-        for trial in running:
+            study = load(path)
+        except (KeyError, MetasearchError):  # the study is not created yet
+            time.sleep(0.2)
+            continue
+        checkpoints = tmp_path / weights_dir(config.storage, study) / "checkpoints"
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
             if (checkpoints / f"trial-{trial.number}" / "state.json").is_file():
                 return trial
         time.sleep(0.2)

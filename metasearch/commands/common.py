@@ -8,7 +8,9 @@ from pathlib import Path
 import optuna
 
 from metasearch.errors import MetasearchError
+from metasearch.search.storage import MissingStudyError, open_for_reading
 from metasearch.search.study import StudyConfig, load_study_file
+from metasearch.search.weights import check_study_name
 
 STORAGE_VARIABLE = "METASEARCH_STORAGE"
 
@@ -21,15 +23,20 @@ def study_storage(config: StudyConfig, flag: str | None) -> str:
 
 
 def load_config(study_file: Path) -> StudyConfig:
-    return load_study_file(study_file)
+    """The study file, checked; its name must be a name (it names folders)."""
+    config = load_study_file(study_file)
+    check_study_name(config.name)
+    return config
 
 
 def load_existing_study(config: StudyConfig, storage: str) -> optuna.Study:
-    """The study as stored; a clear error where it was never run."""
+    """The study as stored, for reading: a clear error, and nothing created, where the storage
+    or the study does not exist yet."""
     try:
-        return optuna.load_study(study_name=config.name, storage=storage)
-    except KeyError:
+        return optuna.load_study(study_name=config.name, storage=open_for_reading(storage))
+    except (KeyError, MissingStudyError) as error:
+        where = f" ({error})" if isinstance(error, MissingStudyError) else ""
         raise MetasearchError(
-            f"no study named {config.name!r} in its storage yet; run "
+            f"no study named {config.name!r} in its storage yet{where}; run "
             f"'metasearch search {config.path or 'STUDY.yaml'}' first"
         ) from None

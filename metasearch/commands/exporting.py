@@ -51,7 +51,7 @@ def export_trial(
     learner = build_learner(
         spec, source.input_shape, source.n_outputs, source.kind, budget.seed, source.device
     )
-    weights = load_trial_weights(weights_dir(storage_url, config.name), chosen)
+    weights = load_trial_weights(weights_dir(storage_url, study), chosen)
     if weights is not None:
         learner.load_state_tensors(weights)
     else:

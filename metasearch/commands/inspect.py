@@ -14,6 +14,7 @@ from metasearch.commands.common import load_config, load_existing_study, study_s
 from metasearch.errors import MetasearchError
 from metasearch.report import write_report
 from metasearch.search.results import objective_names, trials_frame
+from metasearch.search.storage import open_for_reading
 
 SUMMARY_COLUMNS = ("accuracy", "iterations", "n_parameters", "meta_train_seconds")
 TRAINED = "outer.iterations"
@@ -106,4 +107,4 @@ def serve_dashboard(
             "the dashboard needs optuna-dashboard: pip install 'metasearch[dashboard]'"
         ) from None
     console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
-    run_server(url, host=host, port=port)
+    run_server(open_for_reading(url), host=host, port=port)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from metasearch.commands.common import STORAGE_VARIABLE, load_config, study_storage
 from metasearch.commands.stopping import GracefulStop
-from metasearch.errors import MetasearchError
+from metasearch.errors import MetasearchError, StorageError
 from metasearch.search.results import describe_trial
 from metasearch.search.runner import open_study, run_study
-from metasearch.search.storage import redact
+from metasearch.search.storage import parse, redact, writing
 from metasearch.search.study import StudyConfig, build_source
 from metasearch.search.trials import FINISHED
 
@@ -43,11 +45,12 @@ def run_search(study_file: Path, options: RunOptions, workers: int, console: Con
     config = load_config(study_file)
     storage_url = study_storage(config, options.storage)
     if workers > 1:
+        _check_shared(storage_url, f"--workers {workers}")
         return _run_workers(study_file, config, storage_url, options, workers, console)
     source = build_source(config, options.data_root, options.device)  # no data: fail early
-    open_study(config, storage_url)  # a bad storage or a changed study: fail before the display
+    opened = open_study(config, storage_url)  # a bad storage or a changed study: fail now
     target = options.n_trials or config.trials
-    with GracefulStop(console) as stop, _progress(console) as progress:
+    with GracefulStop(console) as stop, _display(console) as progress, writing(storage_url):
         task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
         display = ProgressDisplay(progress, task_id)
         study = run_study(
@@ -58,6 +61,7 @@ def run_search(study_file: Path, options: RunOptions, workers: int, console: Con
             callbacks=[display],
             source=source,
             stop=stop,
+            study=opened,
         )
         progress.update(task_id, completed=_finished(study), best=_best_text(study))
     _summary(study, config, study_file, console)
@@ -68,7 +72,9 @@ def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
     """Joins the study as one worker, logging a line per trial; returns the exit code."""
     config = load_config(study_file)
     storage_url = study_storage(config, options.storage)
+    _check_shared(storage_url, "a worker")
     source = build_source(config, options.data_root, options.device)
+    opened = open_study(config, storage_url)
     console.print(f"worker joined study {config.name} in {redact(storage_url)} on {source.device}")
 
     def log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -78,7 +84,7 @@ def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
             + (f": {failure}" if failure else f"; best {_best_text(study)}")
         )
 
-    with GracefulStop(console) as stop:
+    with GracefulStop(console) as stop, writing(storage_url):
         study = run_study(
             config,
             n_trials=options.n_trials,
@@ -87,7 +93,7 @@ def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
             callbacks=[log_trial],
             source=source,
             stop=stop,
-            worker=True,
+            study=opened,
         )
     console.print(f"worker done: the study has {_finished(study)} finished trials")
     return stop.exit_code
@@ -113,7 +119,7 @@ def _run_workers(
         )
         for index in range(workers)
     ]
-    with GracefulStop(console) as stop, _progress(console) as progress:
+    with GracefulStop(console) as stop, _display(console) as progress:
         task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
         forwarded = False
         while any(p.poll() is None for p in processes):
@@ -129,6 +135,15 @@ def _run_workers(
     if failed and not stop():
         raise MetasearchError(f"{len(failed)} of {workers} workers failed; see their output above")
     return stop.exit_code
+
+
+def _check_shared(storage_url: str, what: str) -> None:
+    """Refuses a storage that other processes cannot see: SQLite in memory."""
+    if parse(storage_url).in_memory:
+        raise StorageError(
+            f"{what} needs a storage that processes share; {storage_url} is in this process's "
+            "memory only: use sqlite:///path/study.db"
+        )
 
 
 def _worker_command(study_file: Path, options: RunOptions, index: int) -> list[str]:
@@ -165,6 +180,17 @@ class ProgressDisplay:
             last=f"#{trial.number} {trial.state.name.lower()}",
             speed=f"{per_trial:.1f} s/trial",
         )
+
+
+@contextlib.contextmanager
+def _display(console: Console) -> Iterator[Progress]:
+    """The live progress bar; it vanishes where the run fails, leaving the error's one line."""
+    with _progress(console) as progress:
+        try:
+            yield progress
+        except BaseException:
+            progress.live.transient = True
+            raise
 
 
 def _progress(console: Console) -> Progress:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 TENSORS_FILE, STATE_FILE = "state.safetensors", "state.json"
@@ -60,7 +60,8 @@ class CheckpointStore:
         }
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {n: t.detach().cpu().contiguous() for n, t in tensors.items()}
-        save_file(tensors, self.directory / f"{TENSORS_FILE}.tmp")
+        # Serialized here and written by Python, so that a full disk is an OSError with its errno.
+        (self.directory / f"{TENSORS_FILE}.tmp").write_bytes(save(tensors))
         (self.directory / f"{STATE_FILE}.tmp").write_text(json.dumps(record))
         os.replace(self.directory / f"{TENSORS_FILE}.tmp", self.directory / TENSORS_FILE)
         os.replace(self.directory / f"{STATE_FILE}.tmp", self.directory / STATE_FILE)

@@ -11,7 +11,7 @@ from metasearch.search.results import best_trials, objective_names, trials_frame
 from metasearch.search.runner import open_study, run_study
 from metasearch.search.samplers import make_pruner, make_sampler
 from metasearch.search.space import SearchSpace, load_space, parse_space
-from metasearch.search.storage import open_storage, redact
+from metasearch.search.storage import creating, open_for_reading, redact
 from metasearch.search.study import (
     StudyConfig,
     build_source,
@@ -33,7 +33,8 @@ __all__ = [
     "objective_names",
     "open_study",
     "parse_space",
-    "open_storage",
+    "creating",
+    "open_for_reading",
     "redact",
     "resolve_device",
     "run_study",

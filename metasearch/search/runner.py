@@ -13,12 +13,13 @@ another (see :mod:`metasearch.search.storage`) and resumes from its last checkpo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
+import uuid
 import warnings
-import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from metasearch.darts import darts_architecture
-from metasearch.errors import SpecError
+from metasearch.errors import MetasearchError, SpecError, StorageError
 from metasearch.evaluation import (
     CheckpointStore,
     TrainingInterrupted,
@@ -38,7 +39,7 @@ from metasearch.evaluation import (
 )
 from metasearch.search.population import run_population
 from metasearch.search.samplers import make_pruner, make_sampler
-from metasearch.search.storage import open_storage, redact
+from metasearch.search.storage import FULL, creating, redact, unwritable
 from metasearch.search.study import DIRECTIONS, StudyConfig, build_source
 from metasearch.search.suggest import seed_params, suggest
 from metasearch.search.trials import (
@@ -49,9 +50,14 @@ from metasearch.search.trials import (
     reporter,
     start,
     surplus,
-    worker_name,
 )
-from metasearch.search.weights import save_trial_weights, weights_dir
+from metasearch.search.weights import (
+    IDENTITY,
+    check_study_name,
+    load_trial_weights,
+    save_trial_weights,
+    weights_dir,
+)
 from metasearch.spec import ArchitectureSpec, LearnerSpec, OuterLoopSpec
 from metasearch.tasks import TaskSource
 
@@ -61,42 +67,53 @@ POLL_SECONDS = 2.0
 """How often a worker with nothing to take looks again (others' trials may die and be retried)."""
 MAX_FAILURES_IN_A_ROW = 10
 """A run stops after this many failed trials in a row: something is wrong beyond one candidate."""
+OPENINGS = "metasearch:openings"
+"""The study system attribute counting how often the study was opened (it seeds samplers)."""
 
 Storage = str | optuna.storages.BaseStorage | None
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 
-def open_study(config: StudyConfig, storage: Storage = None, worker_seed: int = 0) -> optuna.Study:
+def open_study(config: StudyConfig, storage: Storage = None) -> optuna.Study:
     """Creates the study ``config.name`` in ``storage`` (default: the config's; in memory where
-    neither names one), or loads it to resume.
+    neither names one), or loads it to resume, under the storage's creation lock (so that
+    workers starting together on a fresh storage neither race nor see a half-made study).
 
-    ``worker_seed`` shifts the sampler's seed, so that workers starting together propose
-    different candidates. A new study records the study file's SHA-256, the search space, the
-    task, the budget and the objectives in its user attributes. Raises :class:`SpecError` where
-    an existing study was created with a different space, task, budget or objectives: its trials
-    would not compare.
+    A new study records the study file's SHA-256, the search space, the task, the budget, the
+    objectives and a UUID (:mod:`metasearch.search.weights`) in its user attributes. Each
+    opening of a study seeds its sampler with the study's seed plus the number of openings
+    before it (kept in the study's system attributes): a single run is reproducible, a resumed
+    one does not propose its first trials again, and processes joining together explore
+    different candidates. Raises :class:`SpecError` where an existing study was created with a
+    different space, task, budget or objectives: its trials would not compare.
     """
+    check_study_name(config.name)
     storage = storage if storage is not None else config.storage
-    backend = _backend(storage, config)
-    if isinstance(backend, optuna.storages.JournalStorage):
-        log.warning("journal storage has no heartbeats: trials of a worker that dies stay RUNNING")
-    previous = _n_trials(backend, config.name)
-    study = optuna.create_study(
-        storage=backend,
-        study_name=config.name,
-        directions=[DIRECTIONS[o] for o in config.objectives],
-        # Reseeded on resume, or a seeded sampler would propose the first trials again.
-        sampler=make_sampler(config, seed_offset=(previous or 0) + worker_seed),
-        pruner=make_pruner(config),
-        load_if_exists=True,
-    )
-    if previous is None:
-        for key, value in _protocol(config).items():
-            study.set_user_attr(key, value)
-        study.set_user_attr("study_file_sha256", config.file_sha256)
-        enqueue_seeds(study, config)
-    else:
-        _check_unchanged(study, config, storage)
+    with _backend(storage, config) as backend:
+        if isinstance(backend, optuna.storages.JournalStorage):
+            log.warning(
+                "journal storage has no heartbeats: trials of a worker that dies stay RUNNING"
+            )
+        openings = _openings(backend, config.name)
+        study = optuna.create_study(
+            storage=backend,
+            study_name=config.name,
+            directions=[DIRECTIONS[o] for o in config.objectives],
+            sampler=make_sampler(config, seed_offset=openings or 0),
+            pruner=make_pruner(config),
+            load_if_exists=True,
+        )
+        if openings is None:
+            for key, value in _protocol(config).items():
+                study.set_user_attr(key, value)
+            study.set_user_attr("study_file_sha256", config.file_sha256)
+            enqueue_seeds(study, config)
+        else:
+            _check_unchanged(study, config, storage)
+        if IDENTITY not in study.user_attrs:  # new, or from before studies had one
+            study.set_user_attr(IDENTITY, uuid.uuid4().hex)
+        study_id = backend.get_study_id_from_name(config.name)
+        backend.set_study_system_attr(study_id, OPENINGS, (openings or 0) + 1)
     return study
 
 
@@ -121,7 +138,7 @@ def run_study(
     device: str | None = None,
     source: TaskSource | None = None,
     stop: Callable[[], bool] | None = None,
-    worker: bool = False,
+    study: optuna.Study | None = None,
 ) -> optuna.Study:
     """Runs the study until it holds ``n_trials`` (default ``config.trials``) finished (complete
     or pruned) trials in all, or ``timeout`` seconds (default ``config.timeout``) have passed.
@@ -132,17 +149,21 @@ def run_study(
     weights of complete trials are kept, and running trials are checkpointed
     (:mod:`metasearch.search.weights`). ``callbacks`` are Optuna study callbacks, called after
     each trial. Where ``stop()`` turns true, the running trial is checkpointed, failed and queued
-    for a retry, and the run returns. A ``worker`` seeds its sampler apart from other workers'.
+    for a retry, and the run returns. ``study`` is the study already opened by
+    :func:`open_study` in ``storage``, if it was. Raises :class:`MetasearchError` where the run
+    stopped short: ``MAX_FAILURES_IN_A_ROW`` failed trials in a row, or a :class:`StorageError`
+    where the weights folder cannot be written (a full disk); the trial that could not be
+    stored is queued again. Storage errors of the database itself are Optuna's
+    (:func:`metasearch.search.storage.writing` says them in one line).
     """
     storage = storage if storage is not None else config.storage
-    worker_seed = zlib.crc32(worker_name().encode()) if worker else 0
-    study = open_study(config, storage, worker_seed)
+    study = study if study is not None else open_study(config, storage)
     target = config.trials if n_trials is None else n_trials
     if _count(study, FINISHED) >= target:
         return study
     source = source if source is not None else build_source(config, data_root, device)
     _check_fits(config, source)
-    files = weights_dir(storage, config.name) if isinstance(storage, str) else None
+    files = weights_dir(storage, study) if isinstance(storage, str) else None
     objective = _Objective(config, source, files, target, stop)
     streak = _FailureStreak(MAX_FAILURES_IN_A_ROW)
     timeout = config.timeout if timeout is None else timeout
@@ -177,7 +198,11 @@ def run_study(
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[streak, *callbacks])
         if objective.interrupted is not None:
             _retry(study, objective.interrupted)
+            if objective.unwritable is not None:
+                raise StorageError(objective.unwritable)
             break
+    if streak.stopped:
+        raise MetasearchError(streak.reason)
     return study
 
 
@@ -222,6 +247,7 @@ class _Objective:
         self.files, self.target, self.stop = files, target, stop
         self.checkpoint_every = config.checkpoint_every or config.budget.eval_every or 100
         self.interrupted: int | None = None
+        self.unwritable: str | None = None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         start(trial)
@@ -234,13 +260,22 @@ class _Objective:
             trial.set_user_attr("failure", f"{error}; a retry resumes from its checkpoint")
             raise
         except Exception as error:  # Optuna logs it and fails the trial; the study goes on
-            trial.set_user_attr("failure", f"{type(error).__name__}: {error}")
+            if isinstance(error, OSError) and error.errno in FULL:  # nothing more can be stored:
+                self.interrupted = trial.number  # the trial is queued again and the run stops
+                self.unwritable = unwritable(error, self.files)
+                reason = f"{self.unwritable}; a retry resumes from its checkpoint"
+            else:
+                reason = f"{type(error).__name__}: {error}"
+            trial.set_user_attr("failure", reason)
             raise
 
     def _evaluate(self, trial: optuna.Trial) -> list[float]:
         if surplus(trial, self.target):
             raise _Surplus(f"the study already has its {self.target} trials; nothing was trained")
         spec = suggest(trial, self.space)
+        stored = self._stored_result(trial)
+        if stored is not None:  # a retry of a trial killed after it stored its outcome
+            return self._outcome(trial, stored)
         if self.darts is not None:  # strategy darts: the architecture by differentiable search
             spec = darts_architecture(trial, spec, self.source, self.darts, self.budget.seed)
         trial.set_user_attr("spec", spec.to_dict())
@@ -250,19 +285,34 @@ class _Objective:
         result = evaluate(
             spec, self.source, self.budget, report=report, checkpoints=checkpoints, stop=self.stop
         )
+        trial.set_user_attr("spec", as_trained(spec, result.iterations).to_dict())
+        if result.status == "complete" and self.files is not None and result.learner is not None:
+            save_trial_weights(self.files, trial, result.learner)  # before the trial is done
+        record = result.to_dict()
+        trial.set_user_attr("result", record)
         if checkpoints is not None:
             checkpoints.clear()
-        trial.set_user_attr("spec", as_trained(spec, result.iterations).to_dict())
-        trial.set_user_attr("result", result.to_dict())
-        if result.status == "failed":
-            log.warning("trial %d failed: %s", trial.number, result.reason)
-            trial.set_user_attr("failure", result.reason)
+        return self._outcome(trial, record)
+
+    def _outcome(self, trial: optuna.Trial, record: dict[str, Any]) -> list[float]:
+        """The objectives of a stored evaluation ``record``; raises where it was pruned."""
+        if record["status"] == "failed":
+            log.warning("trial %d failed: %s", trial.number, record["reason"])
+            trial.set_user_attr("failure", record["reason"])
             return [math.nan] * len(self.objectives)  # Optuna marks the trial FAILED
-        if result.status == "pruned":
-            raise optuna.TrialPruned(result.reason)
-        if self.files is not None and result.learner is not None:
-            save_trial_weights(self.files, trial, result.learner)
-        return objective_values(result, self.objectives)
+        if record["status"] == "pruned":
+            raise optuna.TrialPruned(record["reason"])
+        return objective_values(record, self.objectives)
+
+    def _stored_result(self, trial: optuna.Trial) -> dict[str, Any] | None:
+        """The evaluation that the trial this one retries stored in full (result and, where
+        weights are kept, the weights it names), if it did."""
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        record = frozen.user_attrs.get("result")
+        if record is None or "failed_trial" not in frozen.system_attrs:
+            return None
+        kept = self.files is None or record["status"] != "complete"
+        return record if kept or load_trial_weights(self.files, frozen) is not None else None
 
     def _checkpoints(self, trial: optuna.Trial) -> CheckpointStore | None:
         """The trial's checkpoints, shared with the trial it retries (if any)."""
@@ -275,37 +325,40 @@ class _Objective:
 
 
 class _FailureStreak:
-    """Stops the run after ``limit`` failed trials in a row."""
+    """Stops the run after ``limit`` failed trials in a row; ``reason`` says why."""
 
     def __init__(self, limit: int) -> None:
-        self.limit, self.count, self.stopped = limit, 0, False
+        self.limit, self.count, self.stopped, self.reason = limit, 0, False, ""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.count = self.count + 1 if trial.state == TrialState.FAIL else 0
         if self.count >= self.limit and not self.stopped:
             self.stopped = True
-            log.error(
-                "stopping: the last %d trials failed (last: %s); check the search space, "
-                "budget and device",
-                self.count,
-                trial.user_attrs.get("failure", "see the log"),
+            self.reason = (
+                f"stopped: the last {self.count} trials failed (last: "
+                f"{trial.user_attrs.get('failure') or 'see the log'}); check the search space, "
+                "budget and device"
             )
 
 
-def _backend(storage: Storage, config: StudyConfig) -> optuna.storages.BaseStorage:
+def _backend(
+    storage: Storage, config: StudyConfig
+) -> contextlib.AbstractContextManager[optuna.storages.BaseStorage]:
+    """The storage to create or load the study in, held under its creation lock."""
     if storage is None:
-        return optuna.storages.InMemoryStorage()
+        return contextlib.nullcontext(optuna.storages.InMemoryStorage())
     if not isinstance(storage, str):
-        return storage
-    return open_storage(storage, config.heartbeat.interval, config.heartbeat.grace_period)
+        return contextlib.nullcontext(storage)
+    return creating(storage, config.heartbeat.interval, config.heartbeat.grace_period)
 
 
-def _n_trials(storage: optuna.storages.BaseStorage, name: str) -> int | None:
-    """How many trials the study ``name`` holds, or None where it does not exist."""
+def _openings(storage: optuna.storages.BaseStorage, name: str) -> int | None:
+    """How often the study ``name`` was opened before, or None where it does not exist."""
     try:
-        return storage.get_n_trials(storage.get_study_id_from_name(name))
+        study_id = storage.get_study_id_from_name(name)
     except KeyError:
         return None
+    return int(storage.get_study_system_attrs(study_id).get(OPENINGS, 0))
 
 
 def _protocol(config: StudyConfig) -> dict[str, Any]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -55,7 +56,13 @@ def reporter(trial: optuna.Trial, prune: bool = True) -> Callable[[int, float], 
     return report
 
 
-def objective_values(result: EvaluationResult, objectives: Sequence[str]) -> list[float]:
-    """The study's objectives read off ``result`` (NaN where the result has none)."""
-    values = [getattr(result, name) for name in objectives]
+def objective_values(
+    result: EvaluationResult | Mapping[str, Any], objectives: Sequence[str]
+) -> list[float]:
+    """The study's objectives read off ``result`` or its stored record (NaN where it has
+    none)."""
+    if isinstance(result, Mapping):
+        values = [result.get(name) for name in objectives]
+    else:
+        values = [getattr(result, name) for name in objectives]
     return [math.nan if value is None else float(value) for value in values]

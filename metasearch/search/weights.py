@@ -1,10 +1,13 @@
 """Meta-learned weights of finished trials, kept beside the study so export needs no retraining.
 
-Each complete trial's tensors go to ``<weights dir>/<study>/trial-<number>.safetensors``; the
-trial records the file's name and SHA-256 (user attribute ``weights``), so a stale or damaged
-file is never mistaken for the trial's own. The folder is ``<db stem>.weights`` beside an SQLite
-storage, else ``./<study name>.weights``; on several machines, put it on a shared file system
-(``METASEARCH_WEIGHTS``).
+Each complete trial's tensors go to ``<weights dir>/<study>/<study uuid>/trial-<N>.safetensors``
+and its in-training checkpoints under ``.../checkpoints/``. The study's UUID (user attribute
+``study_uuid``, given at creation) keeps a new study that reuses an old one's name from ever
+reading the old one's files. The trial records the file's name and SHA-256 (user attribute
+``weights``), so a stale or damaged file is never mistaken for the trial's own. The folder is
+``<stem>.weights`` beside an SQLite or journal file, else ``./<study name>.weights``; on several
+machines, put it on a shared file system (``METASEARCH_WEIGHTS``). Study names are names, not
+paths, so nothing is written outside these folders.
 """
 
 from __future__ import annotations
@@ -15,42 +18,72 @@ from pathlib import Path
 
 import optuna
 from safetensors.torch import load, save
-from sqlalchemy.engine import make_url
 from torch import Tensor
 
+from metasearch.errors import SpecError
 from metasearch.learners import Learner
+from metasearch.search.storage import parse
 
 WEIGHTS_VARIABLE = "METASEARCH_WEIGHTS"
+IDENTITY = "study_uuid"
+"""The study user attribute holding its UUID."""
 
 
-def weights_dir(storage_url: str, study_name: str) -> Path:
-    """Where the weights of ``study_name``'s trials live."""
+def check_study_name(name: str) -> None:
+    """Refuses a study name that is not a plain name: it names folders of weights."""
+    if name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise SpecError(
+            f"invalid study name {name!r}: a name, without '/', '\\' or '..'; "
+            "say where files go with storage: or METASEARCH_WEIGHTS"
+        )
+
+
+def weights_dir(storage_url: str, study: optuna.Study) -> Path | None:
+    """Where the weights and checkpoints of ``study``'s trials live; None for a study in memory
+    or from before studies had a UUID (its weights are not kept)."""
+    check_study_name(study.study_name)
+    identity = study.user_attrs.get(IDENTITY)
+    location = parse(storage_url)
+    if location.in_memory or not identity:
+        return None
     if os.environ.get(WEIGHTS_VARIABLE):
         base = Path(os.environ[WEIGHTS_VARIABLE])
-    elif storage_url.startswith("sqlite:///") and make_url(storage_url).database:
-        base = Path(make_url(storage_url).database).with_suffix(".weights")  # type: ignore[arg-type]
+    elif location.file is not None:
+        base = location.file.with_suffix(".weights")
     else:
-        base = Path(f"{study_name}.weights")
-    return base / study_name
+        base = Path(f"{study.study_name}.weights")
+    return base / study.study_name / identity
 
 
 def save_trial_weights(directory: Path, trial: optuna.Trial, learner: Learner) -> None:
-    """Writes the learner's tensors and records them on ``trial``."""
+    """Writes the learner's tensors, durably and under their final name only once whole, and
+    records them on ``trial``. A write that fails (a full disk) leaves nothing behind."""
     data = save({n: t.detach().cpu().contiguous() for n, t in learner.state_tensors().items()})
     directory.mkdir(parents=True, exist_ok=True)
     name = f"trial-{trial.number}.safetensors"
     partial = directory / f".{name}.{os.getpid()}.partial"
-    partial.write_bytes(data)
-    os.replace(partial, directory / name)
+    try:
+        with partial.open("wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, directory / name)
+    finally:
+        partial.unlink(missing_ok=True)
+    folder = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a crash
+    finally:
+        os.close(folder)
     trial.set_user_attr("weights", {"file": name, "sha256": hashlib.sha256(data).hexdigest()})
 
 
 def load_trial_weights(
-    directory: Path, trial: optuna.trial.FrozenTrial
+    directory: Path | None, trial: optuna.trial.FrozenTrial
 ) -> dict[str, Tensor] | None:
     """The trial's tensors, or None where they were not kept or no longer match the record."""
     record = trial.user_attrs.get("weights")
-    if not record:
+    if directory is None or not record:
         return None
     path = directory / record["file"]
     if not path.is_file():
