@@ -22,6 +22,7 @@ from metasearch.commands.exporting import TRAINING_KEYS, VALIDATION_KEYS, export
 from metasearch.commands.stopping import GracefulStop
 from metasearch.errors import MetasearchError
 from metasearch.evaluation import Budget, CheckpointStore, TrainingInterrupted, evaluate
+from metasearch.search.runner import open_study
 from metasearch.search.storage import redact
 from metasearch.search.study import StudyConfig, build_source
 from metasearch.search.suggest import seed_params, suggest
@@ -87,18 +88,20 @@ def train_and_export(
     config = load_config(study_file)
     storage_url = study_storage(config, storage)
     train_budget = budget.to_budget(config)
-    if seed_name is not None:
+    if seed_name is not None:  # no search needed: the study is made where it is missing
         spec, label = _seed_spec(config, seed_name), f"seed {seed_name}"
-        provenance = {"seed": seed_name}
+        study = open_study(config, storage_url)
+        provenance: dict[str, object] = {"seed": seed_name}
     else:
-        chosen = pick_trial(load_existing_study(config, storage_url), choice)
+        study = load_existing_study(config, storage_url)
+        chosen = pick_trial(study, choice)
         spec, label = LearnerSpec.from_dict(chosen.user_attrs["spec"]), f"trial {chosen.number}"
         provenance = {"trial": chosen.number}
     source = build_source(config, data_root, device)
-    key = _retraining_key(spec, train_budget)
-    checkpoints = CheckpointStore(
-        weights_dir(storage_url, config.name) / "retrain" / f"{label.replace(' ', '-')}-{key}",
-        CHECKPOINT_EVERY,
+    files = weights_dir(storage_url, study)  # None for a study in memory: no checkpoints
+    name = f"{label.replace(' ', '-')}-{_retraining_key(spec, train_budget)}"
+    checkpoints = (
+        None if files is None else CheckpointStore(files / "retrain" / name, CHECKPOINT_EVERY)
     )
     console.print(f"meta-training {label} of study {config.name} for {_describe(train_budget)}")
 
@@ -136,7 +139,8 @@ def train_and_export(
         },
         console=console,
     )
-    checkpoints.clear()
+    if checkpoints is not None:
+        checkpoints.clear()
     return 0
 
 
