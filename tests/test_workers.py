@@ -133,7 +133,11 @@ def wait_for_a_checkpointed_trial(path: Path, tmp_path: Path, timeout: float) ->
         except (KeyError, MetasearchError):  # the study is not created yet
             time.sleep(0.2)
             continue
-        checkpoints = tmp_path / weights_dir(config.storage, study) / "checkpoints"
+        files = weights_dir(config.storage, study)
+        if files is None:  # created, its identity not recorded yet
+            time.sleep(0.2)
+            continue
+        checkpoints = tmp_path / files / "checkpoints"
         for trial in study.get_trials(states=(TrialState.RUNNING,)):
             if (checkpoints / f"trial-{trial.number}" / "state.json").is_file():
                 return trial
