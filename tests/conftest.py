@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,3 +56,18 @@ def fresh_postgres() -> Iterator[Callable[[], str]]:
         for name in made:
             connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     engine.dispose()
+
+
+def mounted_tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A tmpfs of its own at ``mount`` with mount ``options`` (needs root; skips elsewhere),
+    unmounted lazily afterwards, since an in-process run may still hold a file open there."""
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a file system here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)

@@ -7,7 +7,6 @@ the problem, no traceback, no file created anywhere, and no password in the outp
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import mounted_tmpfs
 from typer.testing import CliRunner
 
 from metasearch.cli import app
@@ -196,17 +196,7 @@ def test_reading_a_study_never_searched_says_so_and_creates_nothing(
 @pytest.fixture
 def read_only(tmp_path: Path) -> Iterator[Path]:
     """A folder on a small file system mounted read-only (needs root; skips elsewhere)."""
-    mount = tmp_path / "read-only"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only file system here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+    yield from mounted_tmpfs(tmp_path / "read-only", "ro,size=1m")
 
 
 @pytest.mark.parametrize("kind", ("sqlite", "journal"))

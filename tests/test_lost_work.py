@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from conftest import mounted_tmpfs
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -157,17 +158,7 @@ def test_a_single_run_is_reproducible(tmp_path: Path) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 512 KiB file system of its own (needs root; skips elsewhere)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a file system here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+    yield from mounted_tmpfs(tmp_path / "disk", "size=512k")
 
 
 def fill(disk: Path) -> Path:
