@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from metasearch.tasks import ClassificationSource, omniglot
 
@@ -71,3 +72,40 @@ def mounted_tmpfs(mount: Path, options: str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+INNER_LR = {"inner.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}}
+META_LR = {"outer.meta_lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+
+
+def write_tiny_study(
+    folder: Path,
+    *,
+    stem: str = "tiny",
+    name: str = "tiny",
+    dimensions: dict | None = None,
+    **fields: object,
+) -> Path:
+    """``folder/<stem>.yaml``: a study of tiny first-order MLP learners on sinusoid tasks on the
+    CPU, searching ``dimensions`` (default: the inner and meta learning rates); ``fields``
+    set or override the study file's top-level fields."""
+    study = {
+        "name": name,
+        "task": {"source": "sinusoid"},
+        "space": {
+            "name": "tiny",
+            "fixed": {
+                "architecture.family": "mlp",
+                "architecture.widths": [8],
+                "outer.algorithm": "fomaml",
+                "inner.steps": 1,
+                "outer.meta_batch_size": 4,
+            },
+            "dimensions": dimensions or INNER_LR | META_LR,
+        },
+        "sampler": {"name": "random"},
+        "device": "cpu",
+    } | fields
+    path = folder / f"{stem}.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path

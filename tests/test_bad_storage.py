@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from conftest import mounted_tmpfs
+from conftest import INNER_LR, mounted_tmpfs, write_tiny_study
 from typer.testing import CliRunner
 
 from metasearch.cli import app
@@ -27,28 +26,8 @@ CLOSED = "127.0.0.1:9"  # the discard port: nothing listens on loopback there
 
 
 def write_study(folder: Path) -> Path:
-    study = {
-        "name": "tiny",
-        "task": {"source": "sinusoid"},
-        "space": {
-            "name": "tiny",
-            "fixed": {
-                "architecture.family": "mlp",
-                "architecture.widths": [8],
-                "outer.algorithm": "fomaml",
-                "inner.steps": 1,
-                "outer.meta_batch_size": 4,
-            },
-            "dimensions": {"inner.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}},
-        },
-        "sampler": {"name": "random"},
-        "budget": {"iterations": 5, "eval_tasks": 4},
-        "trials": 2,
-        "device": "cpu",
-    }
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
-    return path
+    budget = {"iterations": 5, "eval_tasks": 4}
+    return write_tiny_study(folder, dimensions=INNER_LR, budget=budget, trials=2)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 import pytest
 import torch
-import yaml
+from conftest import write_tiny_study
 from optuna.trial import TrialState
 
 from metasearch.cli import app
@@ -28,33 +28,16 @@ WORKERS, REPEATS, TRIALS = 4, 5, 6
 
 
 def write_study(folder: Path, storage: str) -> Path:
-    study = {
-        "name": "together",
-        "task": {"source": "sinusoid"},
-        "space": {
-            "name": "tiny",
-            "fixed": {
-                "architecture.family": "mlp",
-                "architecture.widths": [8],
-                "outer.algorithm": "fomaml",
-                "inner.steps": 1,
-                "outer.meta_batch_size": 4,
-            },
-            "dimensions": {
-                "inner.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
-                "outer.meta_lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-            },
-        },
-        "sampler": {"name": "tpe", "options": {"n_startup_trials": 3}},
-        "budget": {"iterations": 10, "eval_tasks": 4},
-        "trials": TRIALS,
-        "storage": storage,
-        "device": "cpu",
-        "heartbeat": {"interval": 1, "grace_period": 20},
-    }
-    path = folder / "together.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
-    return path
+    return write_tiny_study(
+        folder,
+        stem="together",
+        name="together",
+        sampler={"name": "tpe", "options": {"n_startup_trials": 3}},
+        budget={"iterations": 10, "eval_tasks": 4},
+        trials=TRIALS,
+        storage=storage,
+        heartbeat={"interval": 1, "grace_period": 20},
+    )
 
 
 def fork_worker(path: Path, log: Path, gate: int) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 import pytest
 import yaml
-from conftest import mounted_tmpfs
+from conftest import mounted_tmpfs, write_tiny_study
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -28,33 +28,13 @@ from metasearch.search.weights import load_trial_weights, weights_dir
 
 
 def write_study(folder: Path, **fields: Any) -> Path:
-    study = {
-        "name": "tiny",
-        "task": {"source": "sinusoid"},
-        "space": {
-            "name": "tiny",
-            "fixed": {
-                "architecture.family": "mlp",
-                "architecture.widths": [8],
-                "outer.algorithm": "fomaml",
-                "inner.steps": 1,
-                "outer.meta_batch_size": 4,
-            },
-            "dimensions": {
-                "inner.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
-                "outer.meta_lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-            },
-        },
-        "sampler": {"name": "random"},
+    defaults = {
         "budget": {"iterations": 30, "eval_tasks": 4},
         "checkpoint_every": 5,
         "trials": 1,
-        "device": "cpu",
         "heartbeat": {"interval": 1, "grace_period": 2},
-    } | fields
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
-    return path
+    }
+    return write_tiny_study(folder, **(defaults | fields))
 
 
 def stored(path: Path) -> optuna.Study:
