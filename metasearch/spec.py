@@ -196,12 +196,14 @@ class OuterLoopSpec(_Frozen):
     It pays off on devices with bfloat16 matrix units (recent GPUs; CPUs with AMX); held-out
     scoring stays float32.
 
-    ``lr_schedule``: the meta learning rate stays ``constant`` or is ``cosine``-annealed to zero
-    over the budget really spent (Loshchilov and Hutter, 2017; MAML++ anneals so).
+    ``lr_schedule``: the meta learning rate stays ``constant``, is ``cosine``-annealed to zero
+    over the budget really spent (Loshchilov and Hutter, 2017; MAML++ anneals so), or is halved
+    every ``lr_halving_every`` meta-iterations (``step``: Snell et al. halve every 2000 episodes).
 
-    Prototypical Networks options (Snell et al., 2017): ``train_ways`` and ``train_shots`` shape
-    the training episodes (the paper trains Omniglot on 60-way episodes for 5- and 20-way
-    tests; ``None`` keeps the task's), and ``distance`` is ``euclidean`` (squared, the paper's
+    Prototypical Networks options (Snell et al., 2017): ``train_ways``, ``train_shots`` and
+    ``train_query_shots`` shape the training episodes (the paper trains Omniglot on 60-way
+    episodes of 5 queries per class for 5- and 20-way tests; ``None`` keeps the task's; fewer
+    queries make an episode cheaper), and ``distance`` is ``euclidean`` (squared, the paper's
     choice) or ``cosine`` (cosine similarity scaled by :data:`COSINE_SCALE`).
     """
 
@@ -213,9 +215,11 @@ class OuterLoopSpec(_Frozen):
     msl_fraction: float = 0.1
     first_order_fraction: float = 0.25
     precision: Precision = "float32"
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "step"] = "constant"
+    lr_halving_every: int = 2000
     train_ways: int | None = None
     train_shots: int | None = None
+    train_query_shots: int | None = None
     distance: Literal["euclidean", "cosine"] = "euclidean"
 
     @field_validator("meta_lr")
@@ -225,14 +229,14 @@ class OuterLoopSpec(_Frozen):
             raise ValueError("must be > 0")
         return meta_lr
 
-    @field_validator("meta_batch_size", "iterations")
+    @field_validator("meta_batch_size", "iterations", "lr_halving_every")
     @classmethod
     def _at_least_one(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be >= 1")
         return value
 
-    @field_validator("train_ways", "train_shots")
+    @field_validator("train_ways", "train_shots", "train_query_shots")
     @classmethod
     def _episode_shape(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
@@ -272,10 +276,12 @@ class LearnerSpec(_Frozen):
         if algorithm != "protonet" and (
             outer.train_ways is not None
             or outer.train_shots is not None
+            or outer.train_query_shots is not None
             or outer.distance != "euclidean"
         ):
             raise ValueError(
-                "outer.train_ways, train_shots and distance are Prototypical Networks options; "
+                "outer.train_ways, train_shots, train_query_shots and distance are Prototypical "
+                "Networks options; "
                 f"{algorithm} trains on the task's own episodes"
             )
         if outer.train_ways == 1:

@@ -154,6 +154,19 @@ def test_cosine_meta_learning_rate_anneals_over_the_budget_spent() -> None:
     assert constant.optimizer.param_groups[0]["lr"] == 0.01
 
 
+def test_step_meta_learning_rate_halves_every_so_many_iterations() -> None:
+    """Snell et al.'s schedule: the rate of the step after ``done`` iterations is halved once
+    for every whole ``lr_halving_every`` of them."""
+    learner_spec = spec(lr_schedule="step", meta_lr=0.01, lr_halving_every=3)
+    rates = []
+    for iterations in (2, 3, 7):
+        run = training(learner_spec, Budget(iterations=iterations, eval_tasks=4), 0)
+        run.run(report=None)
+        rates.append(run.optimizer.param_groups[0]["lr"])
+    # The rate seen by the last step: after 1 iteration, after 2, after 6.
+    assert rates == pytest.approx([0.01, 0.01, 0.0025])
+
+
 def test_a_budget_in_seconds_or_examples_needs_its_amount() -> None:
     with pytest.raises(ValueError, match="time_limit"):
         Budget(unit="seconds")

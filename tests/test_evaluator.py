@@ -130,6 +130,7 @@ def test_protonet_trains_on_wider_episodes_than_it_is_scored_on() -> None:
                 "meta_batch_size": 2,
                 "train_ways": 12,
                 "train_shots": 2,
+                "train_query_shots": 1,
             },
         }
     )
@@ -138,10 +139,11 @@ def test_protonet_trains_on_wider_episodes_than_it_is_scored_on() -> None:
     learner = build_learner(spec, source.input_shape, 3, source.kind)
     episodes, trained = training_episodes(learner, source)
     batch = episodes.sample("train", 2, torch.Generator().manual_seed(1))
-    assert batch.support_x.shape[1] == 24 and trained.n_outputs == 12 and learner.n_outputs == 3
+    assert batch.support_x.shape[1] == 24 and batch.query_x.shape[1] == 12
+    assert trained.n_outputs == 12 and learner.n_outputs == 3
     assert trained.params is learner.params  # one set of meta-parameters
     result = evaluate(spec, source, Budget(iterations=3, eval_tasks=6))
     assert result.status == "complete" and 0 <= result.accuracy <= 1
-    assert result.examples == 3 * 2 * (24 + 12 * 2)  # the wider episodes are what it trained on
+    assert result.examples == 3 * 2 * (24 + 12 * 1)  # the wider episodes are what it trained on
     with pytest.raises(SpecError, match="classification task source"):
         training_episodes(learner, SinusoidSource())

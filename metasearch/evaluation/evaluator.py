@@ -268,13 +268,18 @@ class MetaTraining:
         return self._validate(report, last_spend)
 
     def _schedule(self) -> None:
-        """The meta learning rate for the next step: constant, or cosine-annealed to zero over
-        the budget spent (Loshchilov and Hutter, 2017)."""
+        """The meta learning rate for the next step: constant, cosine-annealed to zero over the
+        budget spent (Loshchilov and Hutter, 2017), or halved every ``lr_halving_every``
+        iterations (Snell et al., 2017)."""
         outer = self.learner.spec.outer
+        if outer.lr_schedule == "constant":
+            return
         if outer.lr_schedule == "cosine":
             rate = outer.meta_lr * 0.5 * (1.0 + math.cos(math.pi * self.progress()))
-            for group in self.optimizer.param_groups:
-                group["lr"] = rate
+        else:
+            rate = outer.meta_lr * 0.5 ** (self.done // outer.lr_halving_every)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
 
     def _check_loss(self, force: bool = False) -> None:
         if self._last_loss is None or not (force or self.done % self.budget.check_every == 0):
@@ -399,14 +404,17 @@ def examples_per_iteration(spec: LearnerSpec, batch: TaskBatch) -> float:
 
 def training_episodes(learner: Learner, source: TaskSource) -> tuple[TaskSource, Learner]:
     """The source of training tasks and the learner that meets them: the spec's
-    ``outer.train_ways`` and ``train_shots`` (Prototypical Networks, whose prototypes work at
-    any number of classes) reshape the training episodes only; held-out tasks keep the source's
-    shape."""
+    ``outer.train_ways``, ``train_shots`` and ``train_query_shots`` (Prototypical Networks, whose
+    prototypes work at any number of classes) reshape the training episodes only; held-out tasks
+    keep the source's shape."""
     outer = learner.spec.outer
-    if outer.train_ways is None and outer.train_shots is None:
+    shape = (outer.train_ways, outer.train_shots, outer.train_query_shots)
+    if shape == (None, None, None):
         return source, learner
     with_episodes = getattr(source, "with_episodes", None)
     if with_episodes is None:
-        raise SpecError("outer.train_ways and train_shots need a classification task source")
-    episodes = with_episodes(ways=outer.train_ways, shots=outer.train_shots, splits=["train"])
+        raise SpecError(
+            "outer.train_ways, train_shots and train_query_shots need a classification task source"
+        )
+    episodes = with_episodes(*shape, splits=["train"])
     return episodes, replace(learner, n_outputs=episodes.n_outputs)
