@@ -26,9 +26,9 @@ from metasearch.search.storage import FULL, unwritable
 log = logging.getLogger(__name__)
 FIGURE_CONFIG = {"displaylogo": False, "responsive": True}
 
-Figure = tuple[str, str, str, Callable[[optuna.Study], go.Figure]]
+Section = tuple[str, str, str, Callable[[optuna.Study], go.Figure]]
 """``(key, heading, what it shows, draw)``; the figure's element has id ``figure-<key>``."""
-FIGURES: list[Figure] = [
+FIGURES: list[Section] = [
     (
         "curves",
         "Learning curves",
@@ -58,7 +58,7 @@ FIGURES: list[Figure] = [
         figures.parallel_coordinates,
     ),
 ]
-PARETO: Figure = (
+PARETO: Section = (
     "pareto",
     "Pareto front",
     "Every complete trial in the objectives' space; the front: trials no other beats in all.",

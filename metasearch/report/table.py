@@ -43,13 +43,13 @@ def trials_table(study: optuna.Study) -> str:
     head = "".join(f"<th>{html.escape(HEADINGS.get(c, c))}</th>" for c in columns)
     rows = [
         f"<tr><td>#{row['number']}</td>"
-        + "".join(f"<td>{html.escape(cell(row, c))}</td>" for c in columns)
+        + "".join(f"<td>{html.escape(_cell(row, c))}</td>" for c in columns)
         + f"<td class=spec>{_details(row, varying)}</td></tr>"
         for _, row in shown.iterrows()
     ]
     parts = []
     if shared:
-        fields = ", ".join(f"{label(c)}={cell(frame.iloc[0], c)}" for c in shared)
+        fields = ", ".join(f"{_label(c)}={_cell(frame.iloc[0], c)}" for c in shared)
         parts.append(f"<p class=note>Shared by all trials: {html.escape(fields)}.</p>")
     parts.append(
         f'<table id="trials"><thead><tr><th>trial</th>{head}<th>candidate</th></tr></thead>'
@@ -62,14 +62,14 @@ def trials_table(study: optuna.Study) -> str:
     return "\n".join(parts)
 
 
-def label(column: str) -> str:
+def _label(column: str) -> str:
     """A spec field without its section where the name says enough (``meta_lr``)."""
     if column.startswith(("architecture.", "outer.")):
         return column.split(".", 1)[1]
     return column
 
 
-def cell(row: pd.Series, column: str) -> str:
+def _cell(row: pd.Series, column: str) -> str:
     """A value as the table shows it: scores with their 95% confidence half-widths."""
     value = row[column]
     if _missing(value):
@@ -88,7 +88,7 @@ def cell(row: pd.Series, column: str) -> str:
 
 def _details(row: pd.Series, varying: list[str]) -> str:
     fields = " · ".join(
-        f"<b>{html.escape(label(c))}</b>={html.escape(cell(row, c))}" for c in varying
+        f"<b>{html.escape(_label(c))}</b>={html.escape(_cell(row, c))}" for c in varying
     )
     why = next((row[c] for c in ("failure", "reason") if not _missing(row.get(c))), None)
     return fields + (f" <span class=note>({html.escape(str(why))})</span>" if why else "")
