@@ -211,10 +211,10 @@ def show(
 @friendly_errors
 def report(
     study_file: StudyFile,
-    out: Annotated[Path, typer.Option(help="Folder for index.html and its plots.")],
+    out: Annotated[Path, typer.Option(help="Folder for index.html, one self-contained page.")],
     storage: StorageOption = None,
 ) -> None:
-    """Write a static HTML report with plots of the study."""
+    """Write an interactive HTML report of the study that opens offline."""
     from metasearch.commands.inspect import write_study_report
 
     output_folder(out)

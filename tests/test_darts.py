@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from metasearch.darts import DartsConfig, genotype_spec, search_architecture
-from metasearch.darts.plot import plot_architecture_weights
+from metasearch.darts.plot import architecture_weight_pngs
 from metasearch.export import export_learner, load_learner
 from metasearch.learners import build_learner
 from metasearch.search import StudyConfig, run_study
@@ -180,5 +180,10 @@ def test_darts_study_stores_spec_result_and_history(data_root: Path, tmp_path: P
         assert spec.architecture.family == "cells" and spec.outer.iterations == 2
         assert trial.user_attrs["result"]["status"] == "complete"
         assert trial.user_attrs["architecture_weights"]["iterations"] == [0, 1, 2, 3]
-    paths = plot_architecture_weights(study, tmp_path)
-    assert len(paths) == 4 and all(p.is_file() for p in paths)
+    pngs = architecture_weight_pngs(study)
+    best = min(trials, key=lambda t: t.value).number
+    assert [title for title, _ in pngs][:2] == [
+        f"trial {best}: normal cell",
+        f"trial {best}: reduce cell",
+    ]
+    assert len(pngs) == 4 and all(png.startswith(b"\x89PNG") for _, png in pngs)

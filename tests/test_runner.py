@@ -24,7 +24,7 @@ from metasearch.search import (
     run_study,
     trials_frame,
 )
-from metasearch.search.runner import MAX_FAILURES_IN_A_ROW
+from metasearch.search.runner import MAX_FAILURES_IN_A_ROW, _protocol
 from metasearch.search.weights import load_trial_weights
 
 # Tiny candidates: one hidden layer of 16 units, first-order or head-only, 20 iterations.
@@ -70,7 +70,8 @@ def test_runs_in_sqlite_beside_the_file_and_a_rerun_tops_up(tmp_path: Path) -> N
     first = run_study(load_study_file(path), n_trials=2)
     assert states(first) == [TrialState.COMPLETE] * 2
     assert (tmp_path / "tiny.db").is_file()
-    assert first.user_attrs["search_space"]["name"] == "tiny"
+    assert first.user_attrs["search_space"] == "tiny"
+    assert first.metric_names == ["query_loss"]  # the dashboard's name for the objective
     assert first.user_attrs["study_file_sha256"] == load_study_file(path).file_sha256
 
     again = run_study(load_study_file(path))  # trials: 3 in all, so one more
@@ -109,6 +110,32 @@ def test_a_changed_space_is_refused_but_other_edits_resume(tmp_path: Path) -> No
         open_study(load_study_file(study_file(tmp_path, space=wider)))
     with pytest.raises(SpecError, match="different budget"):
         open_study(load_study_file(study_file(tmp_path, budget={"iterations": 40})))
+
+
+def test_the_space_is_recorded_one_short_line_per_part(tmp_path: Path) -> None:
+    study = open_study(load_study_file(study_file(tmp_path)))
+    attrs = study.user_attrs
+    assert attrs["space.fixed.architecture.widths"] == "[16]"
+    assert attrs["space.dimensions.inner.lr"] == "{type: float, low: 0.001, high: 0.1, log: true}"
+    assert attrs["space.dimensions.outer.algorithm"] == (
+        "{type: categorical, choices: [fomaml, anil]}"
+    )
+    assert all(len(str(v)) < 120 for v in attrs.values() if not isinstance(v, dict))
+
+
+def test_a_study_recorded_as_one_mapping_resumes_and_refuses_changes(tmp_path: Path) -> None:
+    """Studies made before the space had one attribute per part kept it whole."""
+    config = load_study_file(study_file(tmp_path))
+    study = optuna.create_study(storage=config.storage, study_name=config.name)
+    for key, value in _protocol(config).items():
+        study.set_user_attr(key, value)
+    study.set_user_attr("search_space", config.space.model_dump(mode="json", by_alias=True))
+    open_study(load_study_file(study_file(tmp_path, trials=10)))
+
+    wider = copy.deepcopy(SPACE)
+    wider["dimensions"]["inner.lr"]["high"] = 0.5
+    with pytest.raises(SpecError, match="different search space dimensions.inner.lr"):
+        open_study(load_study_file(study_file(tmp_path, space=wider)))
 
 
 def test_a_pruner_stops_weak_candidates() -> None:
@@ -194,6 +221,7 @@ def test_several_objectives_give_a_pareto_front() -> None:
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         for best in front:  # nothing beats a front member in both objectives
             assert not (trial.values[0] < best.values[0] and trial.values[1] < best.values[1])
+    assert study.metric_names == ["query_loss", "n_parameters"]
     frame = trials_frame(study)
     assert list(frame.columns[2:4]) == ["query_loss", "n_parameters"]
     assert set(frame.loc[frame["pareto"], "number"]) == {t.number for t in front}

@@ -115,7 +115,7 @@ def test_enqueue_queues_a_configuration_that_runs_first(tmp_path) -> None:
     assert_one_line_error(run("enqueue", path, "inner.lr"), "is not FIELD=VALUE")
 
 
-def test_help_and_version_answer_without_torch_or_optuna() -> None:
+def test_help_and_version_answer_without_torch_optuna_or_plotly() -> None:
     import subprocess
     import sys
 
@@ -123,12 +123,13 @@ def test_help_and_version_answer_without_torch_or_optuna() -> None:
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from metasearch.cli import app\n"
-        "for args in (['--help'], ['--version'], ['search', '--help']):\n"
+        "for args in (['--help'], ['--version'], ['search', '--help'], ['report', '--help']):\n"
         "    result = CliRunner().invoke(app, args)\n"
         "    assert result.exit_code == 0, result.output\n"
-        "print(result.output.splitlines()[0], 'torch' in sys.modules, 'optuna' in sys.modules)\n"
+        "loaded = [m in sys.modules for m in ('torch', 'optuna', 'plotly')]\n"
+        "print(result.output.splitlines()[0], *loaded)\n"
     )
     output = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert output.strip().endswith("False False"), output
+    assert output.strip().endswith("False False False"), output

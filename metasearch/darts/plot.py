@@ -1,9 +1,9 @@
-"""The report's plot of how the architecture weights evolved during each search."""
+"""The report's plots of how the architecture weights evolved during each search."""
 
 from __future__ import annotations
 
+import io
 import math
-from pathlib import Path
 
 import matplotlib
 
@@ -18,21 +18,20 @@ from metasearch.search.results import best_trials  # noqa: E402
 TRIALS_SHOWN = 3
 
 
-def plot_architecture_weights(study: optuna.Study, out_dir: str | Path) -> list[Path]:
+def architecture_weight_pngs(study: optuna.Study) -> list[tuple[str, bytes]]:
     """For the best trials that ran a differentiable search (at most three), one PNG per cell
     kind: a panel per edge with each operation's softmax weight over the search's iterations.
-    Returns the files written (none for a study without such trials)."""
-    out = Path(out_dir)
+    Returns ``(title, PNG)`` pairs (none for a study without such trials)."""
     trials = [t for t in best_trials(study) if HISTORY_ATTR in t.user_attrs][:TRIALS_SHOWN]
-    paths = []
+    pngs = []
     for trial in trials:
-        history = trial.user_attrs[HISTORY_ATTR]
         for kind in ("normal", "reduce"):
-            path = out / f"architecture-weights-trial-{trial.number}-{kind}.png"
-            draw_history(history, kind, f"trial {trial.number}: {kind} cell").savefig(path, dpi=100)
+            title = f"trial {trial.number}: {kind} cell"
+            png = io.BytesIO()
+            draw_history(trial.user_attrs[HISTORY_ATTR], kind, title).savefig(png, dpi=100)
             plt.close("all")
-            paths.append(path)
-    return paths
+            pngs.append((title, png.getvalue()))
+    return pngs
 
 
 def draw_history(history: dict, kind: str, title: str) -> plt.Figure:

@@ -22,10 +22,13 @@ _STATE_RANK = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
 
 
 def objective_names(study: optuna.Study) -> list[str]:
-    """The study's objectives as recorded at creation (``value_0``, ... for foreign studies)."""
-    return study.user_attrs.get("objectives") or [
-        f"value_{i}" for i in range(len(study.directions))
-    ]
+    """The study's objectives as recorded at creation (its metric names, else ``value_0``, ...
+    for foreign studies)."""
+    return (
+        study.user_attrs.get("objectives")
+        or study.metric_names
+        or [f"value_{i}" for i in range(len(study.directions))]
+    )
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:

@@ -38,6 +38,8 @@ from metasearch.evaluation import (
     evaluate,
 )
 from metasearch.search.population import run_population
+from metasearch.search.recorded import NAME as SPACE_NAME
+from metasearch.search.recorded import PREFIX, recorded_space, space_attrs
 from metasearch.search.samplers import make_pruner, make_sampler
 from metasearch.search.storage import FULL, creating, redact, unwritable
 from metasearch.search.study import DIRECTIONS, StudyConfig, build_source
@@ -79,8 +81,10 @@ def open_study(config: StudyConfig, storage: Storage = None) -> optuna.Study:
     neither names one), or loads it to resume, under the storage's creation lock (so that
     workers starting together on a fresh storage neither race nor see a half-made study).
 
-    A new study records the study file's SHA-256, the search space, the task, the budget, the
-    objectives and a UUID (:mod:`metasearch.search.weights`) in its user attributes. Each
+    A new study records the study file's SHA-256, the search space (one line per dimension,
+    :mod:`metasearch.search.recorded`), the task, the budget, the objectives and a UUID
+    (:mod:`metasearch.search.weights`) in its user attributes, and names its objectives as
+    Optuna's metric names (so that the dashboard shows ``query_loss``, not "Objective 0"). Each
     opening of a study seeds its sampler with the study's seed plus the number of openings
     before it (kept in the study's system attributes): a single run is reproducible, a resumed
     one does not propose its first trials again, and processes joining together explore
@@ -104,9 +108,12 @@ def open_study(config: StudyConfig, storage: Storage = None) -> optuna.Study:
             load_if_exists=True,
         )
         if openings is None:
-            for key, value in _protocol(config).items():
+            for key, value in (_protocol(config) | space_attrs(config.space)).items():
                 study.set_user_attr(key, value)
             study.set_user_attr("study_file_sha256", config.file_sha256)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(config.objectives))
             enqueue_seeds(study, config)
         else:
             _check_unchanged(study, config, storage)
@@ -364,7 +371,6 @@ def _openings(storage: optuna.storages.BaseStorage, name: str) -> int | None:
 def _protocol(config: StudyConfig) -> dict[str, Any]:
     """What makes trial values comparable, as the JSON that storages keep."""
     protocol = {
-        "search_space": config.space.model_dump(mode="json", by_alias=True),
         "task": config.task.model_dump(mode="json"),
         "budget": config.budget.model_dump(mode="json"),
         "objectives": list(config.objectives),
@@ -377,12 +383,13 @@ def _protocol(config: StudyConfig) -> dict[str, Any]:
 def _check_unchanged(study: optuna.Study, config: StudyConfig, storage: Storage) -> None:
     where = redact(storage) if isinstance(storage, str) else "its storage"
     recorded = study.user_attrs
-    if "search_space" not in recorded:
+    space = recorded_space(recorded)
+    if space is None:
         raise SpecError(
             f"study {config.name!r} in {where} was not created by metasearch; "
             "give the study another name"
         )
-    changed = _changes(recorded, _protocol(config))
+    changed = _changes(space, recorded, config)
     if changed:
         raise SpecError(
             f"study {config.name!r} in {where} was created with a different "
@@ -391,13 +398,10 @@ def _check_unchanged(study: optuna.Study, config: StudyConfig, storage: Storage)
         )
 
 
-def _changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    changed = []
-    for section in ("fixed", "derived", "dimensions"):
-        old = recorded["search_space"].get(section, {})
-        new = current["search_space"][section]
-        keys = sorted(old.keys() | new.keys())
-        changed += [f"search space {section}.{k}" for k in keys if old.get(k) != new.get(k)]
+def _changes(space: dict[str, str], recorded: dict[str, Any], config: StudyConfig) -> list[str]:
+    old, new, current = space, space_attrs(config.space), _protocol(config)
+    parts = sorted((old.keys() | new.keys()) - {SPACE_NAME})  # a renamed space is the same one
+    changed = [f"search space {k.removeprefix(PREFIX)}" for k in parts if old.get(k) != new.get(k)]
     recorded = {"strategy": "blackbox", "darts": None} | recorded  # studies from before DARTS
     sections = ("task", "budget", "objectives", "strategy", "darts")
     return changed + [k for k in sections if recorded.get(k) != current[k]]
