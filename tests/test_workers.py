@@ -26,7 +26,7 @@ from metasearch import Budget, LearnerSpec, SinusoidSource, evaluate
 from metasearch.errors import MetasearchError
 from metasearch.evaluation import CheckpointStore, TrainingInterrupted
 from metasearch.search import load_study_file, open_for_reading
-from metasearch.search.weights import weights_dir
+from metasearch.search.weights import study_files
 
 POSTGRES = os.environ.get("METASEARCH_TEST_POSTGRES")
 needs_postgres = pytest.mark.skipif(
@@ -133,11 +133,11 @@ def wait_for_a_checkpointed_trial(path: Path, tmp_path: Path, timeout: float) ->
         except (KeyError, MetasearchError):  # the study is not created yet
             time.sleep(0.2)
             continue
-        files = weights_dir(config.storage, study)
+        files = study_files(config.storage, study)
         if files is None:  # created, its identity not recorded yet
             time.sleep(0.2)
             continue
-        checkpoints = tmp_path / files / "checkpoints"
+        checkpoints = tmp_path / files.checkpoints
         for trial in study.get_trials(states=(TrialState.RUNNING,)):
             if (checkpoints / f"trial-{trial.number}" / "state.json").is_file():
                 return trial
