@@ -130,7 +130,12 @@ def artifact_store(location: str) -> AtomicFileSystemStore | Boto3ArtifactStore:
                 f"the artifact store {location!r} is not s3://BUCKET (a bucket name, no path: "
                 "Optuna keeps artifacts at the bucket's top level)"
             )
-        return Boto3ArtifactStore(match.group(1))
+        try:
+            return Boto3ArtifactStore(match.group(1))
+        except ImportError:
+            raise SpecError(
+                f"the artifact store {location} needs boto3: pip install 'metasearch[s3]'"
+            ) from None
     if "://" in location:
         raise SpecError(f"unknown artifact store {location!r}; give a folder or s3://BUCKET")
     return AtomicFileSystemStore(Path(location))
@@ -199,7 +204,8 @@ def delete_study_files(
 ) -> None:
     """Removes the artifacts and checkpoints of the study ``study_name`` in ``storage`` (opened
     from ``storage_url``; ``study_artifacts``: the study file's ``artifacts:``). Call it before
-    the study is deleted from its storage: the storage lists which artifacts are the study's."""
+    the study is deleted from its storage: the storage lists which artifacts are the study's.
+    Raises ``KeyError`` where the storage holds no such study."""
     study = optuna.load_study(study_name=study_name, storage=storage)
     files = study_files(storage_url, study, study_artifacts)
     if files is None:
