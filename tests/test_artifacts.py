@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy
 from botocore.exceptions import ClientError
 from conftest import write_tiny_study
 from optuna.artifacts import Boto3ArtifactStore, get_all_artifact_meta
@@ -85,7 +87,8 @@ def test_a_damaged_artifact_is_never_taken_for_the_trials_weights(tmp_path: Path
     trial = study.trials[0]
     assert load_trial_weights(files, trial) is not None
     artifact = tmp_path / "tiny.weights" / trial.user_attrs["weights"]["artifact_id"]
-    artifact.write_bytes(artifact.read_bytes()[:-1] + b"\x00")
+    data = artifact.read_bytes()
+    artifact.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     assert load_trial_weights(files, trial) is None
     artifact.unlink()
     assert load_trial_weights(files, trial) is None
@@ -97,14 +100,23 @@ def test_a_study_from_before_artifacts_still_exports_its_weights(
 ) -> None:
     path = write_study(tmp_path)
     run_study(load_study_file(path))
-    study, storage = stored(path)
+    study, _ = stored(path)
     trial = study.trials[0]
     artifact = tmp_path / "tiny.weights" / trial.user_attrs["weights"]["artifact_id"]
     old = tmp_path / "tiny.weights" / "tiny" / study.user_attrs["study_uuid"]
     old.mkdir(parents=True)
     artifact.rename(old / "trial-0.safetensors")  # the old layout, and the old record
     record = {"file": "trial-0.safetensors", "sha256": trial.user_attrs["weights"]["sha256"]}
-    storage.set_trial_user_attr(trial._trial_id, "weights", record)
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'tiny.db'}")
+    with engine.begin() as connection:  # a finished trial's attributes are Optuna's to keep
+        connection.execute(
+            sqlalchemy.text(
+                "UPDATE trial_user_attributes SET value_json = :record "
+                "WHERE trial_id = :trial AND key = 'weights'"
+            ),
+            {"record": json.dumps(record), "trial": trial._trial_id},
+        )
+    engine.dispose()
 
     monkeypatch.setattr(exporting, "evaluate", no_retraining)
     result = CliRunner().invoke(app, ["export", str(path), "--out", str(tmp_path / "learner")])
@@ -162,8 +174,9 @@ def test_weights_go_to_a_bucket_and_checkpoints_stay_in_a_folder(
     monkeypatch.setattr("boto3.client", lambda service, **kwargs: s3)
     monkeypatch.setenv("METASEARCH_ARTIFACTS", "s3://study-weights")
     path = write_study(tmp_path, trials=2, checkpoint_every=5)
+    run_study(load_study_file(path), n_trials=1)
     calls = iter(range(10_000))
-    run_study(load_study_file(path), stop=lambda: next(calls) == 30)  # one checkpointed
+    run_study(load_study_file(path), stop=lambda: next(calls) == 3)  # trial 1 checkpointed
     study, storage = stored(path)
     files = study_files(load_study_file(path).storage, study)
     assert files is not None and isinstance(files.store, Boto3ArtifactStore)
@@ -190,8 +203,9 @@ def test_deleting_a_studys_files_keeps_those_of_another_in_the_same_store(
         tmp_path, stem="gone", name="gone", storage=storage_url, trials=2, checkpoint_every=5
     )
     run_study(load_study_file(kept_path))
+    run_study(load_study_file(gone_path), n_trials=1)
     calls = iter(range(10_000))
-    run_study(load_study_file(gone_path), stop=lambda: next(calls) == 30)  # trial 1 checkpointed
+    run_study(load_study_file(gone_path), stop=lambda: next(calls) == 3)  # trial 1 checkpointed
     storage = open_for_reading(storage_url)
     kept = optuna.load_study(study_name="kept", storage=storage)
     gone = optuna.load_study(study_name="gone", storage=storage)

@@ -164,7 +164,7 @@ def _proxy_address(typed: str) -> tuple[str, int]:
             f"the storage proxy URL {redact(typed)} is not grpc://host:port "
             "(where 'metasearch storage-proxy' listens)"
         )
-    return host.strip("[]"), int(port)
+    return host, int(port)  # an IPv6 host keeps its brackets: gRPC reads [::1]:port
 
 
 def keeps_heartbeats(storage: str | optuna.storages.BaseStorage | None) -> bool:
