@@ -76,7 +76,7 @@ class CheckpointStore:
     def load(self) -> TrainingState | None:
         """The last checkpoint, or None where there is none or it cannot be read whole."""
         try:
-            with safe_open(self.directory / STATE_FILE, framework="pt") as file:
+            with safe_open(str(self.directory / STATE_FILE), framework="pt") as file:
                 record = json.loads((file.metadata() or {})[RECORD_KEY])
                 tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
         except (OSError, ValueError, KeyError, SafetensorError):

@@ -53,6 +53,7 @@ from metasearch.evaluation.result import BudgetUnit
 from metasearch.search.files import parse_yaml, read_bytes
 from metasearch.search.space import SearchSpace, load_space, parse_space
 from metasearch.search.suggest import seed_params
+from metasearch.search.weights import bucket_of
 from metasearch.spec import format_validation_error
 from metasearch.tasks import SinusoidSource, TaskSource, image_folder, omniglot
 from metasearch.tasks.images import MAX_IMAGE_SIZE
@@ -377,7 +378,7 @@ class StudyConfig(_Model):
     @classmethod
     def _artifacts_folder(cls, artifacts: str | None, info: ValidationInfo) -> str | None:
         """A relative folder is relative to the study file, like ``space``."""
-        if artifacts is None or "://" in artifacts:
+        if artifacts is None or bucket_of(artifacts) is not None:
             return artifacts
         return str(Path((info.context or {}).get("base_dir") or ".") / artifacts)
 

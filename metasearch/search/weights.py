@@ -121,24 +121,36 @@ def artifact_location(study_artifacts: str | None = None) -> str | None:
     return os.environ.get(ARTIFACTS_VARIABLE) or study_artifacts
 
 
-def artifact_store(location: str) -> AtomicFileSystemStore | Boto3ArtifactStore:
-    """The store a folder path or ``s3://BUCKET`` names."""
+def bucket_of(location: str) -> str | None:
+    """The bucket of ``s3://BUCKET``, None for a folder; ``ValueError`` saying what is wrong
+    for anything else."""
     if location.startswith("s3://"):
         match = _BUCKET.match(location)
         if match is None:
-            raise SpecError(
+            raise ValueError(
                 f"the artifact store {location!r} is not s3://BUCKET (a bucket name, no path: "
                 "Optuna keeps artifacts at the bucket's top level)"
             )
-        try:
-            return Boto3ArtifactStore(match.group(1))
-        except ImportError:
-            raise SpecError(
-                f"the artifact store {location} needs boto3: pip install 'metasearch[s3]'"
-            ) from None
+        return match.group(1)
     if "://" in location:
-        raise SpecError(f"unknown artifact store {location!r}; give a folder or s3://BUCKET")
-    return AtomicFileSystemStore(Path(location))
+        raise ValueError(f"unknown artifact store {location!r}; give a folder or s3://BUCKET")
+    return None
+
+
+def artifact_store(location: str) -> AtomicFileSystemStore | Boto3ArtifactStore:
+    """The store a folder path or ``s3://BUCKET`` names."""
+    try:
+        bucket = bucket_of(location)
+    except ValueError as error:
+        raise SpecError(str(error)) from None
+    if bucket is None:
+        return AtomicFileSystemStore(Path(location))
+    try:
+        return Boto3ArtifactStore(bucket)
+    except ImportError:
+        raise SpecError(
+            f"the artifact store {location} needs boto3: pip install 'metasearch[s3]'"
+        ) from None
 
 
 def study_files(
