@@ -368,3 +368,22 @@ def dashboard(
         serve_dashboard(study_file, storage, host, port, console)
     except OSError as error:
         raise MetasearchError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+
+
+@app.command("storage-proxy")
+@friendly_errors
+def storage_proxy(
+    storage: Annotated[
+        str, typer.Option(help="The database to serve: postgresql://... or sqlite:///...")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 13000,
+) -> None:
+    """Serve a study database to many workers through Optuna's gRPC proxy (grpc://HOST:PORT)."""
+    from metasearch.commands.proxy import serve_storage_proxy
+
+    in_range("--port", port, 1, 65535)
+    try:
+        serve_storage_proxy(storage, host, port, console)
+    except KeyboardInterrupt:
+        console.print("storage proxy stopped")

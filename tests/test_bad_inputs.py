@@ -188,6 +188,7 @@ FIELD_CASES: dict[str, tuple[list[Any], str]] = {
     "timeout": ([0, -1, "x"], "timeout"),
     "seed": (["x", 1.5, [1]], "seed"),
     "storage": ([5, []], "storage"),
+    "artifacts": ([5, [], "", "s3://", "s3://bucket/prefix", "gs://bucket"], "artifacts"),
     "device": (["tpu", "cuda:x", "", 5], "device"),
     "strategy": (["evolution", 1], "strategy"),
     "darts": ([{}, {"iterations": 5}], "darts"),

@@ -127,7 +127,7 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The test's folder, also the working directory (stray files would land there)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("METASEARCH_STORAGE", raising=False)
-    monkeypatch.delenv("METASEARCH_WEIGHTS", raising=False)
+    monkeypatch.delenv("METASEARCH_ARTIFACTS", raising=False)
     return tmp_path
 
 

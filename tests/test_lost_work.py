@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from metasearch.cli import app
 from metasearch.errors import SpecError
 from metasearch.search import load_study_file, open_for_reading, open_study, run_study, runner
-from metasearch.search.weights import load_trial_weights, weights_dir
+from metasearch.search.weights import load_trial_weights, study_files
 
 
 def write_study(folder: Path, **fields: Any) -> Path:
@@ -51,24 +51,29 @@ def test_a_new_study_with_an_old_name_never_resumes_its_checkpoints_or_weights(
     run_study(config, n_trials=1)  # trial 0 complete, with weights
     run_study(config, stop=lambda: next(calls) == 12)  # trial 1 interrupted at a checkpoint
     old = stored(path)
-    old_files = weights_dir(config.storage, old)
-    assert old_files is not None and (old_files / "checkpoints" / "trial-1").is_dir()
-    old_weights = (old_files / "trial-0.safetensors").read_bytes()
+    old_files = study_files(config.storage, old)
+    assert old_files is not None and (old_files.checkpoints / "trial-1").is_dir()
+    old_artifact = old_files.store.base / old.trials[0].user_attrs["weights"]["artifact_id"]
+    old_weights = old_artifact.read_bytes()
 
     (tmp_path / "tiny.db").unlink()  # the study is gone; its files stay
     new = run_study(load_study_file(write_study(tmp_path, trials=2, seed=7)))
-    new_files = weights_dir(config.storage, new)
-    assert new_files is not None and new_files.parent == old_files.parent != new_files
+    new_files = study_files(config.storage, new)
+    assert new_files is not None and new_files.store.base == old_files.store.base
+    assert new_files.folder.parent == old_files.folder.parent != new_files.folder
     complete = new.get_trials(states=(TrialState.COMPLETE,))
     assert [t.number for t in complete] == [0, 1]
     assert all(t.user_attrs["result"]["resumed_from"] is None for t in complete)
     assert {t.params["inner.lr"] for t in complete}.isdisjoint(
         {t.params["inner.lr"] for t in old.trials}
     )
+    old_ids = {
+        t.user_attrs["weights"]["artifact_id"] for t in old.trials if "weights" in t.user_attrs
+    }
     for trial in complete:
         assert load_trial_weights(new_files, trial) is not None
-        assert load_trial_weights(old_files, trial) is None  # another study's files
-    assert (old_files / "trial-0.safetensors").read_bytes() == old_weights
+        assert trial.user_attrs["weights"]["artifact_id"] not in old_ids  # never the old files
+    assert old_artifact.read_bytes() == old_weights
 
 
 @pytest.mark.parametrize("name", ["../../x", "/tmp/absolute", "..", "a/b", "a\\b"])
@@ -112,7 +117,7 @@ def test_a_trial_killed_after_storing_its_outcome_is_finished_not_retrained(
     assert retry[0].params == original.params
     assert retry[0].value == original.user_attrs["result"]["query_loss"]
     assert retry[0].user_attrs["weights"] == original.user_attrs["weights"]
-    files = weights_dir(load_study_file(path).storage, study)
+    files = study_files(load_study_file(path).storage, study)
     assert load_trial_weights(files, retry[0]) is not None
 
 
@@ -155,10 +160,10 @@ def fill(disk: Path) -> Path:
 
 def assert_complete_trials_are_whole(path: Path) -> optuna.Study:
     study = stored(path)
-    files = weights_dir(load_study_file(path).storage, study)
+    files = study_files(load_study_file(path).storage, study)
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         assert load_trial_weights(files, trial) is not None, trial.number
-        data = (files / trial.user_attrs["weights"]["file"]).read_bytes()  # type: ignore[operator]
+        data = (files.store.base / trial.user_attrs["weights"]["artifact_id"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == trial.user_attrs["weights"]["sha256"]
     return study
 
@@ -175,7 +180,7 @@ def one_line(result: Any, *expected: str) -> str:
 def test_a_full_disk_for_weights_stops_with_one_line_and_loses_nothing(
     tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("METASEARCH_WEIGHTS", str(small_disk))
+    monkeypatch.setenv("METASEARCH_ARTIFACTS", str(small_disk))
     path = write_study(tmp_path, trials=3)
     assert CliRunner().invoke(app, ["search", str(path), "--n-trials", "1"]).exit_code == 0
     filler = fill(small_disk)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
 import optuna
 import pytest
 import torch
+from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from test_algorithms import TASKS, WAYS, random_tasks  # the same random tasks
 
@@ -12,8 +18,10 @@ from metasearch import Budget, LearnerSpec, SinusoidSource, SpecError, evaluate
 from metasearch.algorithms import base, get_algorithm
 from metasearch.evaluation import check_population, evaluate_population
 from metasearch.learners import build_learner
-from metasearch.search import StudyConfig, open_study, run_study
+from metasearch.search import StudyConfig, open_for_reading, open_study, run_study
+from metasearch.search import population as population_module
 from metasearch.search.population import is_free
+from metasearch.search.weights import load_trial_weights, study_files
 
 CONV = {"widths": [3, 4], "normalization": "batch"}
 
@@ -195,3 +203,36 @@ def test_population_and_darts_do_not_mix() -> None:
     }
     with pytest.raises(SpecError, match="population"):
         StudyConfig.from_dict(study)
+
+
+def test_population_members_beat_while_they_train_and_keep_their_weights_as_artifacts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'population.db'}"
+    config = StudyConfig.from_dict(
+        POPULATION_STUDY | {"trials": 2, "population": 2, "heartbeat": {"interval": 1}}
+    )
+    beats: Counter[int] = Counter()
+    record = optuna.storages.RDBStorage.record_heartbeat
+
+    def counted(self: optuna.storages.RDBStorage, trial_id: int) -> None:
+        beats[trial_id] += 1
+        record(self, trial_id)
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(2.5)  # long enough for a few heartbeats
+        return evaluate_population(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", counted)
+    monkeypatch.setattr(population_module, "evaluate_population", slow)
+    study = run_study(config, storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert sorted(beats) == sorted(t._trial_id for t in study.trials)
+    assert all(count >= 2 for count in beats.values()), beats
+    reading = open_for_reading(storage)
+    for trial in study.trials:
+        (meta,) = get_all_artifact_meta(trial, storage=reading)
+        assert meta.artifact_id == trial.user_attrs["weights"]["artifact_id"]
+        assert meta.filename == f"trial-{trial.number}.safetensors"
+    files = study_files(storage, study)
+    assert all(load_trial_weights(files, t) is not None for t in study.trials)

@@ -11,6 +11,7 @@ import optuna
 import pytest
 import torch
 import yaml
+from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from metasearch import SpecError
@@ -20,12 +21,13 @@ from metasearch.search import (
     StudyConfig,
     best_trials,
     load_study_file,
+    open_for_reading,
     open_study,
     run_study,
     trials_frame,
 )
 from metasearch.search.runner import MAX_FAILURES_IN_A_ROW, _protocol
-from metasearch.search.weights import load_trial_weights
+from metasearch.search.weights import load_trial_weights, study_files
 
 # Tiny candidates: one hidden layer of 16 units, first-order or head-only, 20 iterations.
 SPACE: dict[str, Any] = {
@@ -81,9 +83,14 @@ def test_runs_in_sqlite_beside_the_file_and_a_rerun_tops_up(tmp_path: Path) -> N
     trial = again.trials[0]
     assert trial.user_attrs["spec"]["outer"]["algorithm"] == trial.params["outer.algorithm"]
     assert trial.user_attrs["result"]["status"] == "complete"
-    folder = tmp_path / "tiny.weights" / "tiny" / again.user_attrs["study_uuid"]
-    weights = load_trial_weights(folder, trial)
+    files = study_files(load_study_file(path).storage, again)
+    assert files is not None and files.store.base == tmp_path / "tiny.weights"
+    weights = load_trial_weights(files, trial)
     assert weights is not None and "param.head.weight" in weights
+    (meta,) = get_all_artifact_meta(trial, storage=open_for_reading(load_study_file(path).storage))
+    assert meta.filename == "trial-0.safetensors"
+    assert meta.artifact_id == trial.user_attrs["weights"]["artifact_id"]
+    assert (tmp_path / "tiny.weights" / meta.artifact_id).is_file()
 
 
 def test_results_table_and_best_trials(tmp_path: Path) -> None:
@@ -267,6 +274,6 @@ def test_a_journal_storage_runs_and_resumes_a_study(
     study = run_study(config, n_trials=3, storage=storage)
     assert states(study) == [TrialState.COMPLETE] * 3
     assert len({t.params["inner.lr"] for t in study.trials}) == 3
-    folder = tmp_path / "tiny.weights" / "tiny" / study.user_attrs["study_uuid"]
-    assert (folder / "trial-2.safetensors").is_file()
+    artifact = study.trials[2].user_attrs["weights"]["artifact_id"]
+    assert (tmp_path / "tiny.weights" / artifact).is_file()
     assert not any((tmp_path / "elsewhere").iterdir())

@@ -36,7 +36,7 @@ def test_train_retrains_the_best_trial_longer_and_exports_it(study: Path, tmp_pa
     assert provenance["training"]["budget"] == "60 meta-iterations"
     assert 0 <= metadata["scores"]["test"]["accuracy"] <= 1
     weights = study.with_suffix(".weights")
-    assert weights.is_dir() and not any(weights.rglob("retrain/*/state.json"))  # cleared
+    assert weights.is_dir() and not any(weights.rglob("retrain/*/state.safetensors"))  # cleared
 
 
 def test_train_a_seed_without_searching(study: Path, tmp_path: Path) -> None:

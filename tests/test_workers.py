@@ -7,6 +7,7 @@ starts one on loopback).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from metasearch import Budget, LearnerSpec, SinusoidSource, evaluate
 from metasearch.errors import MetasearchError
 from metasearch.evaluation import CheckpointStore, TrainingInterrupted
 from metasearch.search import load_study_file, open_for_reading
-from metasearch.search.weights import weights_dir
+from metasearch.search.weights import study_files
 
 POSTGRES = os.environ.get("METASEARCH_TEST_POSTGRES")
 needs_postgres = pytest.mark.skipif(
@@ -60,14 +61,28 @@ def test_a_resumed_candidate_ends_exactly_where_an_uninterrupted_one_does(tmp_pa
         torch.testing.assert_close(resumed.learner.state_tensors()[name], tensor)
 
 
-def test_a_checkpoint_torn_between_its_files_is_ignored(tmp_path: Path) -> None:
+def test_a_checkpoint_killed_while_written_leaves_the_last_one_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = CheckpointStore(tmp_path / "trial", every=5)
     source, budget = SinusoidSource(), Budget(iterations=12, eval_tasks=4)
     evaluate(SPEC, source, budget, checkpoints=store)
-    assert store.load() is not None and store.load().iteration == 10
-    record = tmp_path / "trial" / "state.json"
-    record.write_text(record.read_text().replace('"iteration": 10', '"iteration": 5'))
-    assert store.load() is None  # tensors of iteration 10 under the record of iteration 5
+    last = store.load()
+    assert last is not None and last.iteration == 10
+    assert sorted(p.name for p in (tmp_path / "trial").iterdir()) == ["state.safetensors"]
+
+    def killed(descriptor: int) -> None:  # the process dies with the new one written, unrenamed
+        raise SystemExit(137)
+
+    monkeypatch.setattr(os, "fsync", killed)
+    with pytest.raises(SystemExit):
+        store.save(dataclasses.replace(last, iteration=11, learner={}))
+    monkeypatch.undo()
+    (tmp_path / "trial" / "state.safetensors.partial").write_bytes(b"torn")  # as a kill leaves
+    kept = store.load()
+    assert kept is not None and kept.iteration == 10 and kept.curve == last.curve
+    for name, tensor in last.learner.items():
+        torch.testing.assert_close(kept.learner[name], tensor)
     (tmp_path / "trial" / "state.safetensors").write_bytes(b"\x00" * 10)
     assert store.load() is None
 
@@ -133,13 +148,13 @@ def wait_for_a_checkpointed_trial(path: Path, tmp_path: Path, timeout: float) ->
         except (KeyError, MetasearchError):  # the study is not created yet
             time.sleep(0.2)
             continue
-        files = weights_dir(config.storage, study)
+        files = study_files(config.storage, study)
         if files is None:  # created, its identity not recorded yet
             time.sleep(0.2)
             continue
-        checkpoints = tmp_path / files / "checkpoints"
+        checkpoints = tmp_path / files.checkpoints
         for trial in study.get_trials(states=(TrialState.RUNNING,)):
-            if (checkpoints / f"trial-{trial.number}" / "state.json").is_file():
+            if (checkpoints / f"trial-{trial.number}" / "state.safetensors").is_file():
                 return trial
         time.sleep(0.2)
     raise AssertionError("no trial wrote a checkpoint in time")

@@ -24,7 +24,7 @@ from metasearch.learners import Learner, build_learner
 from metasearch.search.results import best_trials
 from metasearch.search.storage import redact
 from metasearch.search.study import StudyConfig, build_source
-from metasearch.search.weights import load_trial_weights, weights_dir
+from metasearch.search.weights import load_trial_weights, study_files
 from metasearch.spec import LearnerSpec
 from metasearch.tasks import TaskSource
 
@@ -51,7 +51,7 @@ def export_trial(
     learner = build_learner(
         spec, source.input_shape, source.n_outputs, source.kind, budget.seed, source.device
     )
-    weights = load_trial_weights(weights_dir(storage_url, study), chosen)
+    weights = load_trial_weights(study_files(storage_url, study, config.artifacts), chosen)
     if weights is not None:
         learner.load_state_tensors(weights)
     else:

@@ -15,6 +15,7 @@ from metasearch.errors import MetasearchError
 from metasearch.report import write_report
 from metasearch.search.results import objective_names, trials_frame
 from metasearch.search.storage import open_for_reading
+from metasearch.search.weights import study_files
 
 SUMMARY_COLUMNS = ("accuracy", "iterations", "n_parameters", "meta_train_seconds")
 TRAINED = "outer.iterations"
@@ -99,7 +100,7 @@ def serve_dashboard(
 ) -> None:
     config = load_config(study_file)
     url = study_storage(config, storage)
-    load_existing_study(config, url)
+    files = study_files(url, load_existing_study(config, url), config.artifacts)
     try:
         from optuna_dashboard import run_server
     except ImportError:
@@ -107,4 +108,5 @@ def serve_dashboard(
             "the dashboard needs optuna-dashboard: pip install 'metasearch[dashboard]'"
         ) from None
     console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
-    run_server(open_for_reading(url), host=host, port=port)
+    store = None if files is None else files.store  # the trials' weights, listed and downloadable
+    run_server(open_for_reading(url), host=host, port=port, artifact_store=store)

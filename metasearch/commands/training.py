@@ -26,7 +26,7 @@ from metasearch.search.runner import open_study
 from metasearch.search.storage import redact
 from metasearch.search.study import StudyConfig, build_source
 from metasearch.search.suggest import seed_params, suggest
-from metasearch.search.weights import weights_dir
+from metasearch.search.weights import study_files
 from metasearch.spec import LearnerSpec
 
 EVALUATIONS = 10
@@ -98,10 +98,12 @@ def train_and_export(
         spec, label = LearnerSpec.from_dict(chosen.user_attrs["spec"]), f"trial {chosen.number}"
         provenance = {"trial": chosen.number}
     source = build_source(config, data_root, device)
-    files = weights_dir(storage_url, study)  # None for a study in memory: no checkpoints
+    files = study_files(storage_url, study, config.artifacts)  # None in memory: no checkpoints
     name = f"{label.replace(' ', '-')}-{_retraining_key(spec, train_budget)}"
     checkpoints = (
-        None if files is None else CheckpointStore(files / "retrain" / name, CHECKPOINT_EVERY)
+        None
+        if files is None
+        else CheckpointStore(files.folder / "retrain" / name, CHECKPOINT_EVERY)
     )
     console.print(f"meta-training {label} of study {config.name} for {_describe(train_budget)}")
 

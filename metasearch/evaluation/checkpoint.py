@@ -1,10 +1,10 @@
 """In-training checkpoints: a candidate's meta-training state, so a retried candidate resumes.
 
-A checkpoint is a folder holding ``state.safetensors`` (the learner's tensors, the optimizer's
-moment tensors and the task sampler's random state) and ``state.json`` (iteration, elapsed
-time, validation curve, the optimizer's settings). Both are written to temporary names and
-renamed into place, JSON last, so a worker killed while writing leaves the previous checkpoint
-whole. Nothing is pickled.
+A checkpoint is one file, ``state.safetensors``, in the candidate's folder: the learner's
+tensors, the optimizer's moment tensors and the task sampler's random state, with the rest
+(iteration, elapsed time, validation curve, the optimizer's settings) as JSON in the file's
+metadata. It is written to a temporary name, synced and renamed into place, so a worker killed
+while writing leaves the previous checkpoint whole. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from torch import Tensor
 
-TENSORS_FILE, STATE_FILE = "state.safetensors", "state.json"
+STATE_FILE = "state.safetensors"
+RECORD_KEY = "metasearch.checkpoint"
+"""The metadata entry of the state file that holds its JSON record."""
 
 
 @dataclass
@@ -49,7 +51,6 @@ class CheckpointStore:
         tensors, groups = _flatten_optimizer(state.optimizer)
         tensors |= {f"learner.{name}": t for name, t in state.learner.items()}
         tensors["generator"] = state.generator
-        tensors["iteration"] = torch.tensor(state.iteration)
         record = {
             "iteration": state.iteration,
             "seconds": state.seconds,
@@ -61,20 +62,25 @@ class CheckpointStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {n: t.detach().cpu().contiguous() for n, t in tensors.items()}
         # Serialized here and written by Python, so that a full disk is an OSError with its errno.
-        (self.directory / f"{TENSORS_FILE}.tmp").write_bytes(save(tensors))
-        (self.directory / f"{STATE_FILE}.tmp").write_text(json.dumps(record))
-        os.replace(self.directory / f"{TENSORS_FILE}.tmp", self.directory / TENSORS_FILE)
-        os.replace(self.directory / f"{STATE_FILE}.tmp", self.directory / STATE_FILE)
+        data = save(tensors, metadata={RECORD_KEY: json.dumps(record)})
+        partial = self.directory / f"{STATE_FILE}.partial"
+        try:
+            with partial.open("wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, self.directory / STATE_FILE)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def load(self) -> TrainingState | None:
         """The last checkpoint, or None where there is none or it cannot be read whole."""
         try:
-            record = json.loads((self.directory / STATE_FILE).read_text())
-            tensors = load_file(self.directory / TENSORS_FILE)
-        except (OSError, ValueError, SafetensorError):
+            with safe_open(str(self.directory / STATE_FILE), framework="pt") as file:
+                record = json.loads((file.metadata() or {})[RECORD_KEY])
+                tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+        except (OSError, ValueError, KeyError, SafetensorError):
             return None
-        if record["iteration"] != int(tensors["iteration"]):
-            return None  # killed between the two renames: the tensors are a checkpoint newer
         learner = {n.removeprefix("learner."): t for n, t in tensors.items() if n[:8] == "learner."}
         return TrainingState(
             iteration=record["iteration"],

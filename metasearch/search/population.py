@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, TrialState
 
 from metasearch.evaluation import Budget, EvaluationResult, evaluate_population
@@ -26,7 +25,7 @@ from metasearch.evaluation.population import FREE_FIELDS
 from metasearch.search.space import SearchSpace
 from metasearch.search.suggest import suggest
 from metasearch.search.trials import as_trained, objective_values, reporter, start, surplus
-from metasearch.search.weights import save_trial_weights
+from metasearch.search.weights import StudyFiles, save_trial_weights
 from metasearch.spec import LearnerSpec
 from metasearch.tasks import TaskSource
 
@@ -47,7 +46,7 @@ def run_population(
     objectives: Sequence[str],
     size: int,
     target: int,
-    files: Path | None = None,
+    files: StudyFiles | None = None,
     callbacks: Iterable[Callback] = (),
 ) -> None:
     """Asks up to ``size`` trials of one shape, meta-trains them together and tells each its
@@ -84,9 +83,7 @@ def run_population(
         reporter(trial, prune="seed" not in trial.user_attrs) if len(objectives) == 1 else None
         for trial in trials
     ]
-    with contextlib.ExitStack() as heartbeats:
-        for trial in trials:
-            heartbeats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+    with _beating(study, trials):
         try:
             results = evaluate_population(
                 [spec for _, spec in members], source, budget, reports=reports
@@ -97,6 +94,35 @@ def run_population(
             return
     for trial, result in zip(trials, results, strict=True):
         _tell(study, trial, result, objectives, files, callbacks)
+
+
+@contextlib.contextmanager
+def _beating(study: optuna.Study, trials: Sequence[optuna.Trial]) -> Iterator[None]:
+    """Records the trials' heartbeats while the block runs, where their storage keeps them, as
+    ``study.optimize`` does for its one trial (asked trials get none from Optuna)."""
+    storage = trials[0].storage
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+    if interval is None:
+        yield
+        return
+    study_id = storage.get_study_id_from_name(study.study_name)
+    ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
+    stopped = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial_id in ids:
+                storage.record_heartbeat(trial_id)
+            if stopped.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="heartbeats", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join()
 
 
 def _keeping_shape(
@@ -114,7 +140,7 @@ def _tell(
     trial: optuna.Trial,
     result: EvaluationResult,
     objectives: Sequence[str],
-    files: Path | None,
+    files: StudyFiles | None,
     callbacks: Iterable[Callback],
 ) -> None:
     spec = LearnerSpec.from_dict(trial.user_attrs["spec"])

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.storages import GrpcStorageProxy, JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from metasearch.darts import darts_architecture
@@ -41,7 +40,7 @@ from metasearch.search.population import run_population
 from metasearch.search.recorded import NAME as SPACE_NAME
 from metasearch.search.recorded import PREFIX, recorded_space, space_attrs
 from metasearch.search.samplers import make_pruner, make_sampler
-from metasearch.search.storage import FULL, creating, redact, unwritable
+from metasearch.search.storage import FULL, creating, keeps_heartbeats, redact, unwritable
 from metasearch.search.study import DIRECTIONS, StudyConfig, build_source
 from metasearch.search.suggest import seed_params, suggest
 from metasearch.search.trials import (
@@ -55,10 +54,11 @@ from metasearch.search.trials import (
 )
 from metasearch.search.weights import (
     IDENTITY,
+    StudyFiles,
     check_study_name,
     load_trial_weights,
     save_trial_weights,
-    weights_dir,
+    study_files,
 )
 from metasearch.spec import ArchitectureSpec, LearnerSpec, OuterLoopSpec
 from metasearch.tasks import TaskSource
@@ -94,10 +94,12 @@ def open_study(config: StudyConfig, storage: Storage = None) -> optuna.Study:
     check_study_name(config.name)
     storage = storage if storage is not None else config.storage
     with _backend(storage, config) as backend:
-        if isinstance(backend, optuna.storages.JournalStorage):
-            log.warning(
-                "journal storage has no heartbeats: trials of a worker that dies stay RUNNING"
-            )
+        silent = {JournalStorage: "journal storage", GrpcStorageProxy: "the storage proxy"}
+        for kind, what in silent.items():
+            if isinstance(backend, kind):
+                log.warning(
+                    "%s keeps no heartbeats: trials of a worker that dies stay RUNNING", what
+                )
         openings = _openings(backend, config.name)
         study = optuna.create_study(
             storage=backend,
@@ -170,12 +172,12 @@ def run_study(
         return study
     source = source if source is not None else build_source(config, data_root, device)
     _check_fits(config, source)
-    files = weights_dir(storage, study) if isinstance(storage, str) else None
+    files = study_files(storage, study, config.artifacts) if isinstance(storage, str) else None
     objective = _Objective(config, source, files, target, stop)
     streak = _FailureStreak(MAX_FAILURES_IN_A_ROW)
     timeout = config.timeout if timeout is None else timeout
     deadline = None if timeout is None else time.monotonic() + timeout
-    heartbeats = is_heartbeat_enabled(study._storage)
+    heartbeats = keeps_heartbeats(storage)
     while not streak.stopped and not (stop is not None and stop()):
         if deadline is not None and time.monotonic() > deadline:
             break
@@ -243,7 +245,7 @@ class _Objective:
         self,
         config: StudyConfig,
         source: TaskSource,
-        files: Path | None,
+        files: StudyFiles | None,
         target: int,
         stop: Callable[[], bool] | None,
     ) -> None:
@@ -327,7 +329,7 @@ class _Objective:
             return None
         frozen = trial.study._storage.get_trial(trial._trial_id)
         number = frozen.system_attrs.get("failed_trial", trial.number)  # set by retries
-        directory = self.files / "checkpoints" / f"trial-{number}"
+        directory = self.files.checkpoints / f"trial-{number}"
         return CheckpointStore(directory, self.checkpoint_every)
 
 

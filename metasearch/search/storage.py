@@ -5,20 +5,24 @@
 - ``postgresql://user:password@host:5432/db``: many machines (psycopg 3 is the driver where the
   URL names none; ``postgres://`` is taken as ``postgresql://``);
 - ``journal:/shared/path/study.log``: Optuna's journal file, for a shared file system without a
-  database server.
+  database server;
+- ``grpc://host:port``: Optuna's gRPC storage proxy (``metasearch storage-proxy``) in front of a
+  database, for hundreds of workers: they hold one connection each to the proxy instead of
+  several to the database.
 
 Every command opens its storage here: :func:`creating` for the commands that run a study, which
 may create the storage, its schema and the study; :func:`open_for_reading` for those that only
 look, which create nothing. Creation holds a lock, so that workers starting together on a fresh
 storage do not race on the schema or the study: an advisory lock on PostgreSQL, a lock on the
-folder of an SQLite or journal file. Every failure to open is a :class:`StorageError` of one line
-that names the problem, with :func:`redact` hiding any password in what the user typed.
+folder of an SQLite or journal file, a lock study through the proxy. Every failure to open is
+a :class:`StorageError` of one line that names the problem, with :func:`redact` hiding any
+password in what the user typed.
 
 Database storages keep heartbeats: a running trial whose worker stopped beating for
 ``GRACE_PERIOD`` seconds is marked failed by the next worker that looks, and retried, with its
 parameters and intermediate values, as a new trial (Optuna's
-``RetryHeartbeatStaleTrialCallback``). The journal storage has no heartbeats: trials of a worker
-that died there stay RUNNING.
+``RetryHeartbeatStaleTrialCallback``). The journal storage and the proxy pass no heartbeats:
+trials of a worker that died there stay RUNNING.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import errno
 import fcntl
 import json
 import os
+import random
 import re
+import time
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -38,9 +44,15 @@ from typing import Literal
 
 import optuna
 import sqlalchemy
-from optuna.exceptions import StorageInternalError
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.exceptions import DuplicatedStudyError, StorageInternalError
+from optuna.storages import (
+    GrpcStorageProxy,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
 from optuna.storages.journal import JournalFileBackend
+from optuna.study import StudyDirection
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -56,6 +68,11 @@ MAX_RETRIES = 3
 CONNECT_TIMEOUT = 10
 """Seconds to wait for a database server to answer."""
 JOURNAL_PREFIX = "journal:"
+PROXY_PREFIX = "grpc://"
+LOCK_STUDY = "metasearch:creating-a-study"
+"""The study that stands for the creation lock through a storage proxy, while it exists."""
+LOCK_TIMEOUT = 60
+"""Seconds after which a lock study is taken as left by a process that died holding it."""
 IN_MEMORY = ("sqlite://", "sqlite:///:memory:")
 EXAMPLES = (
     "sqlite:///path/study.db, postgresql://user:password@host:5432/db or journal:/path/study.log"
@@ -76,7 +93,7 @@ class Location:
     """A parsed storage URL: what kind of storage, the URL to open it by and its file, if any."""
 
     typed: str
-    kind: Literal["memory", "sqlite", "journal", "database"]
+    kind: Literal["memory", "sqlite", "journal", "database", "proxy"]
     url: str
     file: Path | None = None
 
@@ -102,6 +119,9 @@ def parse(typed: str) -> Location:
         return Location(typed, "journal", path, Path(path))
     if typed in IN_MEMORY:
         return Location(typed, "memory", typed)
+    if typed.startswith(PROXY_PREFIX):
+        _proxy_address(typed)
+        return Location(typed, "proxy", typed)
     if not _SCHEME.match(typed):
         raise StorageError(f"the storage {redact(typed)!r} is not a URL; use {EXAMPLES}")
     userinfo = _userinfo(typed.split("://", 1)[1])
@@ -134,6 +154,25 @@ def parse(typed: str) -> Location:
     if not url.host and not url.database:
         raise StorageError(f"the storage URL {redact(typed)} names no server and no database")
     return Location(typed, "database", url.render_as_string(False))
+
+
+def _proxy_address(typed: str) -> tuple[str, int]:
+    """The host and port of a ``grpc://host:port`` URL."""
+    host, colon, port = typed.removeprefix(PROXY_PREFIX).rstrip("/").rpartition(":")
+    if not host or not colon or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+        raise StorageError(
+            f"the storage proxy URL {redact(typed)} is not grpc://host:port "
+            "(where 'metasearch storage-proxy' listens)"
+        )
+    return host, int(port)  # an IPv6 host keeps its brackets: gRPC reads [::1]:port
+
+
+def keeps_heartbeats(storage: str | optuna.storages.BaseStorage | None) -> bool:
+    """Whether running trials in ``storage`` (a URL, a storage, or None: in memory) keep
+    heartbeats: database storages opened here do; in-memory and journal storages do not."""
+    if isinstance(storage, str):
+        return parse(storage).kind == "database"
+    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
 
 
 def with_driver(url: str) -> str:
@@ -191,6 +230,11 @@ def creating(
     location = parse(typed)
     _check_writable(location)
     try:
+        if location.kind == "proxy":
+            proxy = _open(location, heartbeat_interval, grace_period, create=True)
+            with _lock_study(proxy):
+                yield proxy
+            return
         with _creation_lock(location):
             yield _open(location, heartbeat_interval, grace_period, create=True)
     except (SQLAlchemyError, StorageInternalError, OSError) as error:
@@ -211,7 +255,7 @@ def open_for_reading(typed: str) -> optuna.storages.BaseStorage:
         if not location.file.exists():
             raise MissingStudyError(f"{location.file} does not exist")
     try:
-        if location.kind != "journal" and not _has_tables(location):
+        if location.kind == "database" and not _has_tables(location):
             raise MissingStudyError(f"{location.shown} holds no Optuna studies")
         return _open(location, HEARTBEAT_INTERVAL, GRACE_PERIOD, create=False)
     except (SQLAlchemyError, StorageInternalError, OSError) as error:
@@ -220,7 +264,7 @@ def open_for_reading(typed: str) -> optuna.storages.BaseStorage:
 
 @contextlib.contextmanager
 def writing(typed: str) -> Iterator[None]:
-    """Turns the storage errors of the block (a full disk, a lost server) into one
+    """Turns the storage errors of the block (a full disk, a lost server or proxy) into one
     :class:`StorageError`."""
     location = parse(typed)
     try:
@@ -231,6 +275,13 @@ def writing(typed: str) -> Iterator[None]:
         if error.errno not in FULL:
             raise
         raise StorageError(unwritable(error)) from None
+    except Exception as error:
+        if location.kind != "proxy" or not callable(getattr(error, "details", None)):
+            raise
+        raise StorageError(  # a grpc.RpcError: the proxy stopped, or its database failed
+            f"lost the storage proxy {location.shown} ({error.details()}); check that "
+            "'metasearch storage-proxy' runs, then run again to resume"
+        ) from None
 
 
 def unwritable(error: OSError, where: object = None) -> str:
@@ -333,11 +384,36 @@ def _creation_lock(location: Location) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _lock_study(storage: optuna.storages.BaseStorage) -> Iterator[None]:
+    """The creation lock through a storage proxy, which passes no database lock: the study
+    ``LOCK_STUDY``, which one process at a time can create. One left by a process that died
+    holding it is deleted after ``LOCK_TIMEOUT`` seconds."""
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    while True:
+        try:
+            lock = storage.create_new_study([StudyDirection.MINIMIZE], LOCK_STUDY)
+            break
+        except DuplicatedStudyError:
+            if time.monotonic() > deadline:
+                with contextlib.suppress(KeyError):
+                    storage.delete_study(storage.get_study_id_from_name(LOCK_STUDY))
+                deadline = time.monotonic() + LOCK_TIMEOUT
+            time.sleep(random.uniform(0.02, 0.1))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(KeyError):  # broken by another as left
+            storage.delete_study(lock)
+
+
 def _open(
     location: Location, heartbeat_interval: int, grace_period: int, *, create: bool
 ) -> optuna.storages.BaseStorage:
     if location.in_memory:
         return optuna.storages.InMemoryStorage()  # one process: SQLite in memory is one per thread
+    if location.kind == "proxy":
+        return _connect_proxy(location)
     if location.kind == "journal":
         _check_journal(location)
         return JournalStorage(JournalFileBackend(location.url))
@@ -353,6 +429,28 @@ def _open(
             ),
             skip_table_creation=not create,
         )
+
+
+def _connect_proxy(location: Location) -> GrpcStorageProxy:
+    """A client of the storage proxy, once the proxy answers."""
+    host, port = _proxy_address(location.typed)
+    try:
+        with warnings.catch_warnings():  # Optuna marks the proxy experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            proxy = GrpcStorageProxy(host=host, port=port)
+    except ImportError as error:
+        raise StorageError(
+            f"the storage proxy needs {error.name or 'grpcio'}: pip install grpcio protobuf"
+        ) from None
+    try:
+        proxy.wait_server_ready(timeout=CONNECT_TIMEOUT)
+    except ConnectionError:
+        proxy.close()
+        raise StorageError(
+            f"cannot reach the storage proxy {location.shown} within {CONNECT_TIMEOUT} s; check "
+            "the host and port, and that 'metasearch storage-proxy' runs there"
+        ) from None
+    return proxy
 
 
 def _check_journal(location: Location) -> None:

@@ -13,6 +13,7 @@
     timeout: null                     # seconds
     seed: 0
     storage: null                     # default: sqlite beside this file, <stem>.db
+    artifacts: null                   # trial weights: a folder or s3://BUCKET; <stem>.weights
     device: auto                      # auto, cpu, cuda or cuda:N
     strategy: blackbox                # or darts: the architecture by differentiable search
     darts: {iterations: 200}          # strategy darts only; see metasearch.darts.DartsConfig
@@ -52,6 +53,7 @@ from metasearch.evaluation.result import BudgetUnit
 from metasearch.search.files import parse_yaml, read_bytes
 from metasearch.search.space import SearchSpace, load_space, parse_space
 from metasearch.search.suggest import seed_params
+from metasearch.search.weights import bucket_of
 from metasearch.spec import format_validation_error
 from metasearch.tasks import SinusoidSource, TaskSource, image_folder, omniglot
 from metasearch.tasks.images import MAX_IMAGE_SIZE
@@ -175,8 +177,7 @@ class BudgetConfig(_Model):
             )
         if self.iterations is None and (self.examples or 0) > MAX_UNTIMED_EXAMPLES:
             raise ValueError(
-                f"examples above {MAX_UNTIMED_EXAMPLES:,} need a time_limit (seconds) or "
-                "iterations"
+                f"examples above {MAX_UNTIMED_EXAMPLES:,} need a time_limit (seconds) or iterations"
             )
         return self
 
@@ -260,6 +261,7 @@ class StudyConfig(_Model):
     timeout: float | None = Field(None, gt=0)
     seed: int = 0
     storage: str | None = None
+    artifacts: str | None = Field(None, min_length=1)
     device: str = "auto"
     strategy: Literal["blackbox", "darts"] = "blackbox"
     darts: DartsConfig | None = Field(None, validate_default=True)
@@ -371,6 +373,14 @@ class StudyConfig(_Model):
             except ValueError as error:
                 raise ValueError(f"seed {seed.name!r}: {error}") from None
         return seeds
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts_folder(cls, artifacts: str | None, info: ValidationInfo) -> str | None:
+        """A relative folder is relative to the study file, like ``space``."""
+        if artifacts is None or bucket_of(artifacts) is not None:
+            return artifacts
+        return str(Path((info.context or {}).get("base_dir") or ".") / artifacts)
 
     @field_validator("population")
     @classmethod
