@@ -1,8 +1,9 @@
-"""Reading a study's trials back: a table of every trial, and the best ones."""
+"""Reading a study's trials back: a table of every trial, the best ones, and a summary."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -24,6 +25,42 @@ INTEGER_COLUMNS = ("number", "n_parameters", "iterations")
 """Counts, kept whole numbers (``Int64``) even where an objective stores them as floats."""
 SPEC_SECTIONS = tuple(LearnerSpec.model_fields)
 _STATE_RANK = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
+COUNTED = (
+    TrialState.COMPLETE,
+    TrialState.PRUNED,
+    TrialState.FAIL,
+    TrialState.RUNNING,
+    TrialState.WAITING,  # queued by enqueue or as a seed
+)
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One study of a storage, as ``metasearch studies`` lists it: its trials by state
+    (``complete``, ``pruned``, ``fail``, ``running``, ``waiting``) and, for each objective, the
+    best value of a complete trial with that trial's number (none before the first)."""
+
+    name: str
+    counts: dict[str, int]
+    best: list[tuple[str, float, int]]
+
+    @property
+    def trials(self) -> int:
+        return sum(self.counts.values())
+
+
+def summarize(study: optuna.Study) -> StudySummary:
+    """What :class:`StudySummary` holds, read off ``study``."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in COUNTED}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    best = []
+    for i, (name, direction) in enumerate(zip(objective_names(study), study.directions)):
+        sign = 1 if direction == optuna.study.StudyDirection.MINIMIZE else -1
+        if complete:  # the earliest of equals
+            value, number = min((sign * t.values[i], t.number) for t in complete)
+            best.append((name, sign * value, number))
+    return StudySummary(study.study_name, counts, best)
 
 
 def objective_names(study: optuna.Study) -> list[str]:

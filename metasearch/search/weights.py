@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import optuna
@@ -92,3 +93,22 @@ def load_trial_weights(
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
         return None
     return load(data)
+
+
+def delete_study_files(storage_url: str, study: optuna.Study) -> Path | None:
+    """Removes every file ``study`` owns: its trials' weights, their checkpoints and those of
+    its retrainings. Called while the study is still stored (it names its files), before it is
+    deleted. Returns the folder removed, None where the study kept none. Folders above it that
+    this leaves empty go too, except ``METASEARCH_WEIGHTS`` itself."""
+    if not study.user_attrs.get(IDENTITY):  # not made by metasearch: it kept no files
+        return None
+    folder = weights_dir(storage_url, study)
+    if folder is None or not folder.exists():
+        return None
+    shutil.rmtree(folder)
+    keep = Path(os.environ[WEIGHTS_VARIABLE]) if os.environ.get(WEIGHTS_VARIABLE) else None
+    for parent in (folder.parent, folder.parent.parent):  # <study name>, then the base
+        if parent == keep or any(parent.iterdir()):
+            break
+        parent.rmdir()
+    return folder
