@@ -209,6 +209,43 @@ def show(
 
 @app.command()
 @friendly_errors
+def studies(
+    study_file: Annotated[
+        Path | None,
+        typer.Argument(help="A study file, for the storage it uses.", show_default=False),
+    ] = None,
+    storage: StorageOption = None,
+    delete: Annotated[
+        str | None,
+        typer.Option(
+            help="Delete the study of this name, with its trials' weights and checkpoints.",
+            show_default=False,
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Delete without asking.")] = False,
+) -> None:
+    """List a storage's studies (trials by state, best values), or delete one."""
+    from metasearch.commands.common import storage_of
+    from metasearch.commands.studies import delete_study, list_studies
+
+    if yes and delete is None:
+        raise MetasearchError("--yes confirms --delete NAME; pass both, or neither")
+    url = storage_of(study_file, storage)
+    if delete is None:
+        raise typer.Exit(list_studies(url, Console(), console))
+    raise typer.Exit(delete_study(url, delete, lambda question: yes or _confirm(question), console))
+
+
+def _confirm(question: str) -> bool:
+    """Asks on the terminal; no answer (end of input) is no."""
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except typer.Abort:
+        return False
+
+
+@app.command()
+@friendly_errors
 def report(
     study_file: StudyFile,
     out: Annotated[Path, typer.Option(help="Folder for index.html, one self-contained page.")],

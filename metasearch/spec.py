@@ -6,6 +6,7 @@ its outer loop. It says nothing about the tasks (ways, shots): those belong to t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import (
@@ -251,6 +252,40 @@ class OuterLoopSpec(_Frozen):
         return value
 
 
+_GRADIENT = tuple(a for a in ALGORITHMS if a != "protonet")
+APPLIES: dict[str, dict[str, tuple[Any, ...]]] = {
+    "architecture.kernel_size": {"architecture.family": ("conv",)},
+    "architecture.pooling": {"architecture.family": ("conv",)},
+    "architecture.head": {"architecture.family": ("conv", "cells")},
+    "architecture.genotype": {"architecture.family": ("cells",)},
+    "init.zero_head": {"outer.algorithm": _GRADIENT},
+    "inner.steps": {"outer.algorithm": _GRADIENT},
+    "inner.lr": {"outer.algorithm": _GRADIENT},
+    "inner.learned": {"outer.algorithm": _GRADIENT},
+    "inner.granularity": {"outer.algorithm": _GRADIENT, "inner.learned": (True,)},
+    "outer.msl_fraction": {"outer.algorithm": ("mamlpp",)},
+    "outer.first_order_fraction": {"outer.algorithm": ("mamlpp",)},
+    "outer.train_ways": {"outer.algorithm": ("protonet",)},
+    "outer.train_shots": {"outer.algorithm": ("protonet",)},
+    "outer.distance": {"outer.algorithm": ("protonet",)},
+}
+"""Where a spec field means something, written as a search space's ``when:``: every named
+field has one of the values listed; fields not listed always do. Elsewhere the learner ignores
+the field: kernel and pooling outside the conv family, the head outside feature maps, the
+output layer and the inner loop of Prototypical Networks (which have neither), the granularity
+of fixed inner rates (each equals ``inner.lr``), the options of MAML++ and of Prototypical
+Networks under other algorithms."""
+
+
+def applies(field: str, values: Mapping[str, Any]) -> bool:
+    """Whether the dotted spec field ``field`` means something for the spec whose dotted fields
+    are ``values`` (a field missing there counts as its default)."""
+    return all(
+        values.get(ref, _DEFAULTS[ref]) in allowed
+        for ref, allowed in APPLIES.get(field, {}).items()
+    )
+
+
 class LearnerSpec(_Frozen):
     """A whole candidate learner: what the search samples, the evaluator scores and export saves."""
 
@@ -299,6 +334,13 @@ class LearnerSpec(_Frozen):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data that :meth:`from_dict` turns back into an equal spec."""
         return self.model_dump(mode="json")
+
+
+_DEFAULTS: dict[str, Any] = {
+    f"{section}.{name}": value
+    for section, fields in LearnerSpec().model_dump().items()
+    for name, value in fields.items()
+}
 
 
 def format_validation_error(error: ValidationError, what: str, shown: int = 5) -> str:

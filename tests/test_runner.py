@@ -100,7 +100,7 @@ def test_results_table_and_best_trials(tmp_path: Path) -> None:
     assert {"number", "state", "query_loss_ci95", "n_parameters", "meta_train_seconds"} <= set(
         frame.columns
     )
-    assert frame.loc[0, "architecture.widths"] == (16,)
+    assert frame.loc[0, "architecture.widths"] == [16]
     assert frame.loc[0, "outer.algorithm"] in ("fomaml", "anil")
     best = best_trials(study, 2)
     assert [t.number for t in best] == list(frame["number"][:2])

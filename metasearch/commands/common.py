@@ -22,6 +22,20 @@ def study_storage(config: StudyConfig, flag: str | None) -> str:
     return storage
 
 
+def storage_of(study_file: Path | None, flag: str | None) -> str:
+    """The storage URL for a command that needs no study file: that of ``study_file`` where one
+    is given (:func:`study_storage`), else the flag, else ``$METASEARCH_STORAGE``."""
+    if study_file is not None:
+        return study_storage(load_config(study_file), flag)
+    storage = flag or os.environ.get(STORAGE_VARIABLE)
+    if not storage:
+        raise MetasearchError(
+            f"which storage? pass --storage URL, set ${STORAGE_VARIABLE}, or name a study file "
+            "for the storage it uses"
+        )
+    return storage
+
+
 def load_config(study_file: Path) -> StudyConfig:
     """The study file, checked; its name must be a name (it names folders)."""
     config = load_study_file(study_file)

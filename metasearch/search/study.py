@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -297,7 +298,13 @@ class StudyConfig(_Model):
     def _read_space(cls, space: Any, info: ValidationInfo) -> Any:
         if isinstance(space, (str, Path)):
             base = Path((info.context or {}).get("base_dir") or ".")
-            return load_space(base / space)
+            path = base / space
+            if not os.path.lexists(path):  # a link that leads nowhere: the reader says why
+                raise ValueError(
+                    f"cannot read search space {os.path.normpath(path)}: no such file (a "
+                    "relative space: is read from the study file's folder); check the path"
+                )
+            return load_space(path)
         if isinstance(space, dict):
             return parse_space(space)
         return space

@@ -213,15 +213,16 @@ def delete_study_files(
     storage: optuna.storages.BaseStorage,
     study_name: str,
     study_artifacts: str | None = None,
-) -> None:
+) -> Path | None:
     """Removes the artifacts and checkpoints of the study ``study_name`` in ``storage`` (opened
-    from ``storage_url``; ``study_artifacts``: the study file's ``artifacts:``). Call it before
-    the study is deleted from its storage: the storage lists which artifacts are the study's.
-    Raises ``KeyError`` where the storage holds no such study."""
+    from ``storage_url``; ``study_artifacts``: the study file's ``artifacts:``) and returns the
+    study's folder, None where it kept no files. Call it before the study is deleted from its
+    storage: the storage lists which artifacts are the study's. Raises ``KeyError`` where the
+    storage holds no such study."""
     study = optuna.load_study(study_name=study_name, storage=storage)
     files = study_files(storage_url, study, study_artifacts)
     if files is None:
-        return
+        return None
     ids = {meta.artifact_id for meta in get_all_artifact_meta(study)}
     for trial in study.get_trials(deepcopy=False):
         ids |= {meta.artifact_id for meta in get_all_artifact_meta(trial, storage=storage)}
@@ -229,6 +230,7 @@ def delete_study_files(
         with contextlib.suppress(ArtifactNotFound):  # a failed upload, or an interrupted delete
             files.store.remove(artifact_id)
     shutil.rmtree(files.folder, ignore_errors=True)
+    return files.folder
 
 
 def _download(files: StudyFiles, artifact_id: str) -> bytes | None:
