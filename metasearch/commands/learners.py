@@ -9,10 +9,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from metasearch.devices import resolve_device
 from metasearch.errors import DataError, MetasearchError
 from metasearch.evaluation import Protocol
 from metasearch.export import ExportedLearner, load_learner
-from metasearch.search.study import resolve_device
 from metasearch.tasks import ClassificationSource, build_task_source
 from metasearch.tasks.images import IMAGE_SUFFIXES, image_files, read_image, refusing_bombs
 

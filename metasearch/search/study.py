@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +42,7 @@ from pydantic import (
 )
 
 from metasearch.darts.config import DartsConfig
+from metasearch.devices import DEVICE, resolve_device
 from metasearch.errors import SpecError
 from metasearch.evaluation import Budget
 from metasearch.evaluation.result import BudgetUnit
@@ -71,7 +71,6 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "median": optuna.pruners.MedianPruner,
     "none": optuna.pruners.NopPruner,
 }
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MAX_UNTIMED_ITERATIONS = 1_000_000  # meta-iterations per candidate without a time limit
 MAX_UNTIMED_EXAMPLES = 100_000_000  # meta-training examples, likewise
 
@@ -294,7 +293,7 @@ class StudyConfig(_Model):
     @field_validator("device")
     @classmethod
     def _device(cls, device: str) -> str:
-        if not _DEVICE.fullmatch(device):
+        if not DEVICE.fullmatch(device):
             raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
         return device
 
@@ -355,19 +354,6 @@ def build_source(
     return build_task_source(
         config.task, data_root, resolve_device(str(device) if device else config.device)
     )
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` where CUDA is available, else ``cpu``; checks that CUDA exists."""
-    if not _DEVICE.fullmatch(device):
-        raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError(f"device {device} asks for CUDA, which is not available; use auto or cpu")
-    if device.startswith("cuda:") and int(device[5:]) >= (count := torch.cuda.device_count()):
-        raise SpecError(f"there is no device {device}: this machine has cuda:0 to cuda:{count - 1}")
-    return device
 
 
 def _validate(data: dict[str, Any], base_dir: str | Path | None, what: str) -> StudyConfig:
