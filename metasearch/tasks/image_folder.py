@@ -103,6 +103,7 @@ class ImageFolderTask(TaskOptions):
                 "image_size": self.image_size,
                 "mode": self.mode,
                 "invert": self.invert,
+                "fractions": list(self.fractions),
                 "split_seed": self.split_seed,
             },
             shortage_help=(
