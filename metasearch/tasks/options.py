@@ -5,6 +5,7 @@ names, defaults and limits."""
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -50,12 +51,12 @@ class TaskOptions(BaseModel):
         """Every option but ``source``, by name."""
         return {name: getattr(self, name) for name in type(self).model_fields if name != "source"}
 
+    @abstractmethod
     def build(
         self, data_root: str | os.PathLike[str] | None, device: torch.device | str
     ) -> TaskSource:
         """The task source these options describe, its data on ``device``; image data come from
         ``data_root``, else ``$METASEARCH_DATA``, else ``./data``."""
-        raise NotImplementedError
 
     @model_validator(mode="before")
     @classmethod
