@@ -83,7 +83,7 @@ def positive(option: str, value: float | None) -> None:
 
 def known_device(device: str | None) -> None:
     """Refuses a ``--device`` that is unknown, or asks for CUDA where there is none."""
-    from metasearch.search.study import resolve_device
+    from metasearch.devices import resolve_device
 
     if device is not None:
         resolve_device(device)

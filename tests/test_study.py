@@ -103,7 +103,12 @@ def test_an_inline_space_works() -> None:
     [
         ({"trails": 3}, ["trails: unknown field"]),
         ({"task": {"source": "mnist"}}, ["task", "'sinusoid', 'omniglot', 'image_folder'"]),
-        ({"task": {"source": "sinusoid", "ways": 5}}, ["task.sinusoid.ways: unknown field"]),
+        (
+            {"task": {"source": "sinusoid", "ways": 5}},
+            [
+                "task.sinusoid: unknown option ways for source sinusoid; allowed: shots, query_points"
+            ],
+        ),
         (
             {"task": {"source": "image_folder", "root": "x", "classes_from": "alphabet"}},
             ["task.image_folder.classes_from", "'any' or 'group'"],

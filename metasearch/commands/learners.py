@@ -9,11 +9,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from metasearch.devices import resolve_device
 from metasearch.errors import DataError, MetasearchError
 from metasearch.evaluation import Protocol
 from metasearch.export import ExportedLearner, load_learner
-from metasearch.search.study import resolve_device, source_from_task
-from metasearch.tasks import ClassificationSource
+from metasearch.tasks import ClassificationSource, build_task_source
 from metasearch.tasks.images import IMAGE_SUFFIXES, image_files, read_image, refusing_bombs
 
 
@@ -43,7 +43,7 @@ def evaluate_learner(
         exported.learner_for(ways)  # says why a learner with a head refuses another way
     if shots is not None and exported.learner.task_kind == "regression":
         task = task | {"shots": shots}
-    source = source_from_task(task, data_root, target)
+    source = build_task_source(task, data_root, target)
     if isinstance(source, ClassificationSource) and (ways or shots):
         source = source.with_episodes(ways, shots, splits=["test"])
     view = protocol.source(source, "test")

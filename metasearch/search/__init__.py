@@ -17,7 +17,6 @@ from metasearch.search.study import (
     build_source,
     load_study_file,
     resolve_device,
-    source_from_task,
 )
 from metasearch.search.suggest import suggest
 
@@ -38,7 +37,6 @@ __all__ = [
     "redact",
     "resolve_device",
     "run_study",
-    "source_from_task",
     "suggest",
     "trials_frame",
 ]

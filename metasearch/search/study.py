@@ -29,7 +29,7 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import optuna
 import torch
@@ -38,16 +38,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    SerializerFunctionWrapHandler,
-    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
 from metasearch.darts.config import DartsConfig
+from metasearch.devices import DEVICE, resolve_device
 from metasearch.errors import SpecError
 from metasearch.evaluation import Budget
 from metasearch.evaluation.result import BudgetUnit
@@ -56,9 +54,7 @@ from metasearch.search.space import SearchSpace, load_space, parse_space
 from metasearch.search.suggest import seed_params
 from metasearch.search.weights import bucket_of
 from metasearch.spec import format_validation_error
-from metasearch.tasks import SinusoidSource, TaskSource, image_folder, omniglot
-from metasearch.tasks.images import MAX_IMAGE_SIZE
-from metasearch.tasks.omniglot import data_root as resolve_data_root
+from metasearch.tasks import SinusoidTask, TaskConfig, TaskSource, build_task_source
 
 Objective = Literal["query_loss", "accuracy", "n_parameters", "adaptation_seconds"]
 DIRECTIONS: dict[str, str] = {
@@ -79,56 +75,12 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "median": optuna.pruners.MedianPruner,
     "none": optuna.pruners.NopPruner,
 }
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MAX_UNTIMED_ITERATIONS = 1_000_000  # meta-iterations per candidate without a time limit
 MAX_UNTIMED_EXAMPLES = 100_000_000  # meta-training examples, likewise
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SinusoidTask(_Model):
-    source: Literal["sinusoid"]
-    shots: int = Field(10, ge=1)
-    query_points: int = Field(10, ge=1)
-
-
-class _ImageTask(_Model):
-    @model_serializer(mode="wrap")
-    def _without_default_classes_from(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """Tasks that draw classes from any group dump as they did before ``classes_from``
-        existed, so the studies made then still resume."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("classes_from") == "any":
-            del data["classes_from"]
-        return data
-
-
-class OmniglotTask(_ImageTask):
-    source: Literal["omniglot"]
-    ways: int = Field(5, ge=2)
-    shots: int = Field(1, ge=1)
-    query_shots: int = Field(15, ge=1)
-    image_size: int = Field(28, ge=8, le=MAX_IMAGE_SIZE)
-    rotations: bool = True  # training classes only
-    split: Literal["vinyals", "lake"] = "vinyals"
-    classes_from: Literal["any", "alphabet"] = "any"
-
-
-class ImageFolderTask(_ImageTask):
-    source: Literal["image_folder"]
-    root: str
-    ways: int = Field(5, ge=2)
-    shots: int = Field(1, ge=1)
-    query_shots: int = Field(15, ge=1)
-    image_size: int = Field(28, ge=8, le=MAX_IMAGE_SIZE)
-    mode: Literal["L", "RGB"] = "RGB"
-    classes_from: Literal["any", "group"] = "any"  # group: root/<group>/<class>/<image>
-
-
-Task = Annotated[SinusoidTask | OmniglotTask | ImageFolderTask, Field(discriminator="source")]
-_TASK: TypeAdapter[Task] = TypeAdapter(Task)
 
 
 class BudgetConfig(_Model):
@@ -252,7 +204,7 @@ class StudyConfig(_Model):
     """
 
     name: str = Field(min_length=1)
-    task: Task
+    task: TaskConfig  # declared with each source, in metasearch.tasks
     space: SearchSpace
     objectives: tuple[Objective, ...] = ("query_loss",)
     budget: BudgetConfig = BudgetConfig()
@@ -351,7 +303,7 @@ class StudyConfig(_Model):
     @field_validator("device")
     @classmethod
     def _device(cls, device: str) -> str:
-        if not _DEVICE.fullmatch(device):
+        if not DEVICE.fullmatch(device):
             raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
         return device
 
@@ -415,62 +367,11 @@ def build_source(
     data_root: str | Path | None = None,
     device: str | torch.device | None = None,
 ) -> TaskSource:
-    """The study's task source on ``device`` (default: the study's ``device``)."""
-    return source_from_task(
+    """The study's task source on ``device`` (default: the study's ``device``); see
+    :func:`~metasearch.tasks.build_task_source`."""
+    return build_task_source(
         config.task, data_root, resolve_device(str(device) if device else config.device)
     )
-
-
-def source_from_task(
-    task: Task | dict[str, Any],
-    data_root: str | Path | None = None,
-    device: str | torch.device = "cpu",
-) -> TaskSource:
-    """The task source a study's ``task`` describes (a model or its plain data). Image data come
-    from ``data_root``, else ``$METASEARCH_DATA``, else ``./data``; a relative image-folder root
-    is read under it."""
-    if isinstance(task, dict):
-        try:
-            task = _TASK.validate_python(task)
-        except ValidationError as error:
-            raise SpecError(format_validation_error(error, "task")) from None
-    if isinstance(task, SinusoidTask):
-        return SinusoidSource(task.shots, task.query_points, device=device)
-    if isinstance(task, OmniglotTask):
-        return omniglot(
-            data_root,
-            ways=task.ways,
-            shots=task.shots,
-            query_shots=task.query_shots,
-            image_size=task.image_size,
-            rotations=task.rotations,
-            classes_from=task.classes_from,
-            split=task.split,
-            device=device,
-        )
-    return image_folder(
-        resolve_data_root(data_root) / task.root,  # an absolute root replaces the data root
-        ways=task.ways,
-        shots=task.shots,
-        query_shots=task.query_shots,
-        image_size=task.image_size,
-        mode=task.mode,
-        classes_from=task.classes_from,
-        device=device,
-    )
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` where CUDA is available, else ``cpu``; checks that CUDA exists."""
-    if not _DEVICE.fullmatch(device):
-        raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError(f"device {device} asks for CUDA, which is not available; use auto or cpu")
-    if device.startswith("cuda:") and int(device[5:]) >= (count := torch.cuda.device_count()):
-        raise SpecError(f"there is no device {device}: this machine has cuda:0 to cuda:{count - 1}")
-    return device
 
 
 def _validate(data: dict[str, Any], base_dir: str | Path | None, what: str) -> StudyConfig:

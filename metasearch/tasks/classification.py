@@ -59,6 +59,8 @@ class ClassificationSource(TaskSource):
             draws all of them from one group of the split (Lake et al., 2015, "Human-level
             concept learning through probabilistic program induction").
         name, details: how :meth:`describe` names the source.
+        shortage_help: what to do where a split has fewer classes than a task needs (after
+            where its classes come from, say).
     """
 
     kind = "classification"
@@ -79,6 +81,7 @@ class ClassificationSource(TaskSource):
         classes_from: str = "any",
         name: str = "images",
         details: dict[str, Any] | None = None,
+        shortage_help: str = "lower ways",
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor [n_images, channels, height, width]")
@@ -93,6 +96,7 @@ class ClassificationSource(TaskSource):
         self.class_groups = None if class_groups is None else class_groups.long().cpu()
         self.group_kind, self.classes_from = group_kind, classes_from
         self.name, self.details = name, dict(details or {})
+        self.shortage_help = shortage_help
         self.input_shape = tuple(images.shape[1:])
         self.n_outputs = ways
         self.split_classes = {s: torch.as_tensor(list(splits[s]), dtype=torch.long) for s in SPLITS}
@@ -145,8 +149,10 @@ class ClassificationSource(TaskSource):
     def _pool(self, split: Split) -> _Pool:
         available = self.n_classes(split)
         if available < self.ways:
+            each = ", ".join(f"{s} {self.n_classes(s)}" for s in SPLITS)
             raise DataError(
-                f"split {split!r} has {available} classes, fewer than ways = {self.ways}"
+                f"split {split!r} has {available} classes but a {self.ways}-way task needs "
+                f"{self.ways} (classes per split: {each}); {self.shortage_help}"
             )
         turns = self._turns(split)
         entries = torch.arange(available)
@@ -330,9 +336,8 @@ def _rotate(x: Tensor, turns: Tensor) -> Tensor:
 def split_classes(
     n_classes: int, fractions: tuple[float, float, float], seed: int
 ) -> dict[Split, list[int]]:
-    """A seeded random partition of ``range(n_classes)`` into train, val and test."""
-    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
+    """A seeded random partition of ``range(n_classes)`` into train, val and test, by
+    ``fractions`` (>= 0, summing to 1)."""
     order = torch.randperm(n_classes, generator=torch.Generator().manual_seed(seed)).tolist()
     n_train = round(fractions[0] * n_classes)
     n_val = min(round(fractions[1] * n_classes), n_classes - n_train)

@@ -50,6 +50,11 @@ class ImageSet:
     class_names: tuple[str, ...]
 
 
+def resolve_data_root(root: str | os.PathLike[str] | None) -> Path:
+    """The data root: ``root`` if given, else ``$METASEARCH_DATA``, else ``./data``."""
+    return Path(root if root is not None else os.environ.get("METASEARCH_DATA", "data"))
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("METASEARCH_CACHE", Path.home() / ".cache" / "metasearch"))
 

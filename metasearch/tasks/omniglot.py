@@ -23,14 +23,15 @@ split, as Lake et al. (2015) posed one-shot tasks; the default draws them across
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
 from metasearch.errors import DataError
 from metasearch.tasks.classification import ClassificationSource
-from metasearch.tasks.images import load_classes
+from metasearch.tasks.images import MAX_IMAGE_SIZE, load_classes, resolve_data_root
+from metasearch.tasks.options import TaskOptions
 
 SUBSETS = ("images_background", "images_evaluation")
 MISSING_HELP = (
@@ -40,76 +41,96 @@ MISSING_HELP = (
 )
 
 
-def data_root(root: str | os.PathLike[str] | None) -> Path:
-    """The data root: ``root`` if given, else ``$METASEARCH_DATA``, else ``./data``."""
-    return Path(root if root is not None else os.environ.get("METASEARCH_DATA", "data"))
+class OmniglotTask(TaskOptions):
+    """Omniglot tasks: ``ways``-way ``shots``-shot with ``query_shots`` queries per class, images
+    ``image_size`` squared; the other options as the module says."""
+
+    added_later = ("rotate_held_out", "classes_from", "split_seed")
+    source: Literal["omniglot"] = "omniglot"
+    ways: int = Field(5, ge=2)
+    shots: int = Field(1, ge=1)
+    query_shots: int = Field(15, ge=1)
+    image_size: int = Field(28, ge=8, le=MAX_IMAGE_SIZE)
+    rotations: bool = True  # training classes only
+    rotate_held_out: bool = False
+    classes_from: Literal["any", "alphabet"] = "any"
+    split: Literal["vinyals", "lake"] = "vinyals"
+    split_seed: int = 0
+
+    def build(
+        self,
+        data_root: str | os.PathLike[str] | None = None,
+        device: torch.device | str = "cpu",
+        download: bool = False,
+    ) -> ClassificationSource:
+        """See :func:`omniglot`."""
+        base = resolve_data_root(data_root)
+        folder = base / "omniglot" / "omniglot-py"
+        if download and not all((folder / s).is_dir() for s in SUBSETS):
+            from torchvision.datasets import Omniglot
+
+            for background in (True, False):
+                Omniglot(str(base / "omniglot"), background=background, download=True)
+        if not all((folder / s).is_dir() for s in SUBSETS):
+            raise DataError(MISSING_HELP.format(folder=folder))
+
+        characters = [
+            (subset, alphabet.name, character)
+            for subset in SUBSETS
+            for alphabet in sorted((folder / subset).iterdir())
+            if alphabet.is_dir()
+            for character in sorted(alphabet.iterdir())
+            if character.is_dir()
+        ]
+        data = load_classes(
+            [c[-1] for c in characters],
+            [f"{alphabet}/{character.name}" for _, alphabet, character in characters],
+            size=(self.image_size, self.image_size),
+            mode="L",
+            invert=True,
+        )
+        alphabets = {
+            key: i for i, key in enumerate(dict.fromkeys((s, a) for s, a, _ in characters))
+        }
+        n_background = sum(subset == SUBSETS[0] for subset, _, _ in characters)
+        groups = [alphabets[s, a] for s, a, _ in characters]
+        return ClassificationSource(
+            data.images.to(device),
+            data.class_offsets.to(device),
+            data.class_counts.to(device),
+            _splits(groups, n_background, self.split, self.split_seed),
+            ways=self.ways,
+            shots=self.shots,
+            query_shots=self.query_shots,
+            rotations=self.rotations,
+            rotate_held_out=self.rotate_held_out,
+            class_groups=torch.tensor(groups),
+            group_kind="alphabet",
+            classes_from=self.classes_from,
+            name="omniglot",
+            details={
+                "split": self.split,
+                "split_seed": self.split_seed,
+                "image_size": self.image_size,
+                "invert": True,
+            },
+        )
 
 
 def omniglot(
     root: str | os.PathLike[str] | None = None,
-    ways: int = 5,
-    shots: int = 1,
-    query_shots: int = 15,
-    image_size: int = 28,
-    rotations: bool = True,
-    rotate_held_out: bool = False,
-    classes_from: Literal["any", "alphabet"] = "any",
-    split: Literal["vinyals", "lake"] = "vinyals",
-    split_seed: int = 0,
-    download: bool = False,
+    *,
     device: torch.device | str = "cpu",
+    download: bool = False,
+    **options: Any,
 ) -> ClassificationSource:
-    """An Omniglot task source with class-disjoint splits, its images resident on ``device``."""
-    base = data_root(root)
-    folder = base / "omniglot" / "omniglot-py"
-    if download and not all((folder / s).is_dir() for s in SUBSETS):
-        from torchvision.datasets import Omniglot
+    """An Omniglot task source with class-disjoint splits, its images resident on ``device``.
 
-        for background in (True, False):
-            Omniglot(str(base / "omniglot"), background=background, download=True)
-    if not all((folder / s).is_dir() for s in SUBSETS):
-        raise DataError(MISSING_HELP.format(folder=folder))
-
-    characters = [
-        (subset, alphabet.name, character)
-        for subset in SUBSETS
-        for alphabet in sorted((folder / subset).iterdir())
-        if alphabet.is_dir()
-        for character in sorted(alphabet.iterdir())
-        if character.is_dir()
-    ]
-    data = load_classes(
-        [c[-1] for c in characters],
-        [f"{alphabet}/{character.name}" for _, alphabet, character in characters],
-        size=(image_size, image_size),
-        mode="L",
-        invert=True,
-    )
-    alphabets = {key: i for i, key in enumerate(dict.fromkeys((s, a) for s, a, _ in characters))}
-    n_background = sum(subset == SUBSETS[0] for subset, _, _ in characters)
-    groups = [alphabets[s, a] for s, a, _ in characters]
-    splits = _splits(groups, n_background, split, split_seed)
-    return ClassificationSource(
-        data.images.to(device),
-        data.class_offsets.to(device),
-        data.class_counts.to(device),
-        splits,
-        ways=ways,
-        shots=shots,
-        query_shots=query_shots,
-        rotations=rotations,
-        rotate_held_out=rotate_held_out,
-        class_groups=torch.tensor(groups),
-        group_kind="alphabet",
-        classes_from=classes_from,
-        name="omniglot",
-        details={
-            "split": split,
-            "split_seed": split_seed,
-            "image_size": image_size,
-            "invert": True,
-        },
-    )
+    ``options`` are :class:`OmniglotTask`'s (``ways``, ``shots``, ``split``, ...), as a study
+    file's ``task:`` takes them; ````root`` is the data root
+    (see :func:`~metasearch.tasks.images.resolve_data_root`).
+    """
+    return OmniglotTask.of(options).build(root, device, download)
 
 
 LAKE_VALIDATION_CHARACTERS = 100

@@ -10,33 +10,55 @@ generator, so that validation and test tasks are never the same functions.
 from __future__ import annotations
 
 import math
-from typing import Any
+import os
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, field_validator
 
 from metasearch.tasks.base import Split, TaskBatch, TaskSource, check_split, uniform
+from metasearch.tasks.options import TaskOptions
 
 _SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
+Range = tuple[float, float]
+
+
+class SinusoidTask(TaskOptions):
+    """Sinusoid tasks: ``shots`` support and ``query_points`` query points per function, drawn
+    from the ``amplitude``, ``phase`` and ``x_range`` intervals (low, high)."""
+
+    added_later = ("amplitude", "phase", "x_range")
+    source: Literal["sinusoid"] = "sinusoid"
+    shots: int = Field(10, ge=1)
+    query_points: int = Field(10, ge=1)
+    amplitude: Range = (0.1, 5.0)
+    phase: Range = (0.0, math.pi)
+    x_range: Range = (-5.0, 5.0)
+
+    @field_validator("amplitude", "phase", "x_range")
+    @classmethod
+    def _ordered(cls, interval: Range) -> Range:
+        if not all(math.isfinite(end) for end in interval) or interval[0] > interval[1]:
+            raise ValueError("give an interval [low, high] of finite numbers, low <= high")
+        return interval
+
+    def build(
+        self, data_root: str | os.PathLike[str] | None = None, device: torch.device | str = "cpu"
+    ) -> SinusoidSource:
+        return SinusoidSource(device=device, **self.options())
 
 
 class SinusoidSource(TaskSource):
+    """Sinusoid tasks on ``device``; ``options`` are :class:`SinusoidTask`'s."""
+
     kind = "regression"
     input_shape = (1,)
     n_outputs = 1
 
-    def __init__(
-        self,
-        shots: int = 10,
-        query_points: int = 10,
-        amplitude: tuple[float, float] = (0.1, 5.0),
-        phase: tuple[float, float] = (0.0, math.pi),
-        x_range: tuple[float, float] = (-5.0, 5.0),
-        device: torch.device | str = "cpu",
-    ) -> None:
-        if shots < 1 or query_points < 1:
-            raise ValueError("sinusoid tasks need shots >= 1 and query_points >= 1")
-        self.shots, self.query_points = shots, query_points
-        self.amplitude, self.phase, self.x_range = amplitude, phase, x_range
+    def __init__(self, *, device: torch.device | str = "cpu", **options: Any) -> None:
+        task = self.task = SinusoidTask.of(options)
+        self.shots, self.query_points = task.shots, task.query_points
+        self.amplitude, self.phase, self.x_range = task.amplitude, task.phase, task.x_range
         self._device = torch.device(device)
 
     @property
@@ -44,9 +66,7 @@ class SinusoidSource(TaskSource):
         return self._device
 
     def to(self, device: torch.device | str) -> SinusoidSource:
-        return SinusoidSource(
-            self.shots, self.query_points, self.amplitude, self.phase, self.x_range, device
-        )
+        return self.task.build(device=device)
 
     def sample(self, split: Split, n_tasks: int, generator: torch.Generator) -> TaskBatch:
         check_split(split)
