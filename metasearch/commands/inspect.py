@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from metasearch.commands.common import load_config, load_existing_study, study_storage
@@ -49,17 +50,18 @@ def _table(frame: pd.DataFrame, objectives: list[str], name: str, total: int) ->
     if (frame["state"] == "COMPLETE").all():
         rows.remove("state")
     kind = "Pareto front" if len(objectives) > 1 else "best trials"
-    table = Table(title=f"{name}: {kind} ({len(frame)} of {total})", header_style="bold")
+    title = escape(f"{name}: {kind} ({len(frame)} of {total})")
+    table = Table(title=title, header_style="bold")
     table.add_column("trial", style="bold")
     for number in frame["number"]:
         table.add_column(f"#{number}", justify="right")
     for row in rows + varying:
-        cells = (_cell(trial, row) for _, trial in frame.iterrows())
-        table.add_row(_label(row), *cells, end_section=row == rows[-1])
+        cells = (escape(_cell(trial, row)) for _, trial in frame.iterrows())
+        table.add_row(escape(_label(row)), *cells, end_section=row == rows[-1])
     fixed = [c for c in spec_fields if c not in varying]
     if fixed:
         table.caption = "all shown: " + ", ".join(
-            f"{_label(c)}={_cell(frame.iloc[0], c)}" for c in fixed
+            escape(f"{_label(c)}={_cell(frame.iloc[0], c)}") for c in fixed
         )
     return table
 
@@ -106,5 +108,7 @@ def serve_dashboard(
         raise MetasearchError(
             "the dashboard needs optuna-dashboard: pip install 'metasearch[dashboard]'"
         ) from None
-    console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
+    console.print(
+        f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)", markup=False, highlight=False
+    )
     run_server(open_for_reading(url), host=host, port=port)

@@ -25,7 +25,15 @@ from metasearch.evaluation import Budget, EvaluationResult, evaluate_population
 from metasearch.evaluation.population import FREE_FIELDS
 from metasearch.search.space import SearchSpace
 from metasearch.search.suggest import suggest
-from metasearch.search.trials import as_trained, objective_values, reporter, start, surplus
+from metasearch.search.trials import (
+    TrialObserver,
+    as_trained,
+    numbered,
+    objective_values,
+    reporter,
+    start,
+    surplus,
+)
 from metasearch.search.weights import save_trial_weights
 from metasearch.spec import LearnerSpec
 from metasearch.tasks import TaskSource
@@ -49,9 +57,11 @@ def run_population(
     target: int,
     files: Path | None = None,
     callbacks: Iterable[Callback] = (),
+    observe: TrialObserver | None = None,
 ) -> None:
     """Asks up to ``size`` trials of one shape, meta-trains them together and tells each its
-    result; ``callbacks`` are called after each trial, as Optuna calls them after ``optimize``'s.
+    result; ``callbacks`` are called after each trial, as Optuna calls them after ``optimize``'s,
+    and ``observe`` (with the first trial's number) as they train.
     A trial whose spec is invalid fails alone; the population goes on without it. A trial asked
     when the study already holds ``target`` others (other workers took them) fails untrained."""
     members: list[tuple[optuna.Trial, LearnerSpec]] = []
@@ -59,7 +69,7 @@ def run_population(
     try:
         for _ in range(size):
             trial = study.ask()
-            start(trial)
+            start(trial, source.device)
             if surplus(trial, target):
                 reason = f"the study already has its {target} trials; nothing was trained"
                 _tell_failure(study, trial, reason, callbacks)
@@ -89,7 +99,11 @@ def run_population(
             heartbeats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
         try:
             results = evaluate_population(
-                [spec for _, spec in members], source, budget, reports=reports
+                [spec for _, spec in members],
+                source,
+                budget,
+                reports=reports,
+                observe=numbered(observe, trials[0].number),
             )
         except Exception as error:  # e.g. an out-of-memory outside one candidate's step
             for trial in trials:

@@ -261,6 +261,7 @@ class StudyConfig(_Model):
     seed: int = 0
     storage: str | None = None
     device: str = "auto"
+    threads: int | None = Field(None, ge=1, le=1024)
     strategy: Literal["blackbox", "darts"] = "blackbox"
     darts: DartsConfig | None = Field(None, validate_default=True)
     checkpoint_every: int | None = Field(None, ge=1)
