@@ -126,7 +126,7 @@ class StudyDisplay:
         self.eta = StudyEta(clock)
         self.finished, self.best, self.last = finished_count(study), best_text(study), "-"
         self.running: int | None = None
-        self.said_at = -math.inf
+        self.said_at = clock()
         self.progress = _progress(console)
         self.study_task = self.progress.add_task(f"[bold]{escape(name)}", total=target, info="")
         self.trial_task = self.progress.add_task("", total=1.0, visible=False, info="")
@@ -144,6 +144,7 @@ class StudyDisplay:
         self.progress.update(self.trial_task, visible=False)
         self._refresh()
         if not self.live:
+            self.said_at = self.clock()
             failure = trial.user_attrs.get("failure")
             self.console.print(
                 f"trial {trial.number} {trial.state.name.lower()}"
