@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 import pytest
+from conftest import write_tiny_study
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -23,7 +24,6 @@ from metasearch.commands.live import StudyDisplay, StudyEta, duration, rate_eta
 from metasearch.evaluation import TrainingProgress
 from metasearch.evaluation.progress import OBSERVE_SECONDS, ProgressWatch
 from metasearch.search import load_study_file, open_study
-from conftest import write_tiny_study
 
 SPEC = LearnerSpec.from_dict(
     {
@@ -93,6 +93,7 @@ def test_the_study_eta_counts_the_running_trial_then_the_mean_of_finished_ones()
     assert eta.seconds_left(2) == pytest.approx(5.0 + 8.0)
     eta.trial_progress(TrainingProgress(90, 100, 0.9, None, seconds_left=1.0))
     assert eta.seconds_left(2) == pytest.approx(1.0 + 8.0)
+    assert eta.seconds_left(2, workers=4) == pytest.approx(1.0 + 8.0 / 4)  # others run more
     assert eta.seconds_left(0) == 0.0
     assert rate_eta(finished=4, elapsed=60.0, remaining=2) == pytest.approx(30.0)
     assert rate_eta(finished=0, elapsed=60.0, remaining=2) is None

@@ -42,7 +42,8 @@ def duration(seconds: float | None) -> str:
 class StudyEta:
     """Estimates the seconds until a study run has its trials: the running trial's time left,
     then the mean wall-clock time of the trials this run finished for each other one (before
-    any finished, the running trial's own total at its pace through its budget)."""
+    any finished, the running trial's own total at its pace through its budget), shared among
+    the workers running them."""
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self.clock = clock
@@ -58,9 +59,9 @@ class StudyEta:
         self.durations.append(now - self.trial_started)
         self.trial_started, self.current = now, None
 
-    def seconds_left(self, remaining: int) -> float | None:
-        """Seconds until ``remaining`` more trials (the running one counted) are finished;
-        None until something was measured."""
+    def seconds_left(self, remaining: int, workers: int = 1) -> float | None:
+        """Seconds until ``remaining`` more trials (the running one counted) are finished by
+        ``workers`` processes like this one; None until something was measured."""
         if remaining <= 0:
             return 0.0
         elapsed = self.clock() - self.trial_started
@@ -73,7 +74,7 @@ class StudyEta:
             return None
         if current_left is None:
             current_left = max(per_trial - elapsed, 0.0)
-        return current_left + (remaining - 1) * per_trial
+        return current_left + (remaining - 1) * per_trial / max(workers, 1)
 
 
 def rate_eta(finished: int, elapsed: float, remaining: int) -> float | None:
@@ -111,7 +112,8 @@ def trial_text(progress: TrainingProgress) -> str:
 
 class StudyDisplay:
     """The progress of a study run in this process. Call it as Optuna's callback after each
-    trial, and give :meth:`observe` to the run as its trial observer."""
+    trial, and give :meth:`observe` to the run as its trial observer. Where the study is
+    ``shared`` with other workers, the ETA counts the trials they run as workers like this one."""
 
     def __init__(
         self,
@@ -120,8 +122,10 @@ class StudyDisplay:
         target: int,
         study: optuna.Study,
         clock: Clock = time.monotonic,
+        shared: bool = False,
     ) -> None:
         self.console, self.name, self.target, self.clock = console, name, target, clock
+        self.shared, self.workers = shared, 1
         self.live = console.is_terminal
         self.eta = StudyEta(clock)
         self.finished, self.best, self.last = finished_count(study), best_text(study), "-"
@@ -140,6 +144,8 @@ class StudyDisplay:
         self.eta.trial_ended()
         self.running = None
         self.finished, self.best = finished_count(study), best_text(study)
+        if self.shared:  # this worker's trial is over: the running ones are the others'
+            self.workers = 1 + len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         self.last = f"#{trial.number} {trial.state.name.lower()}"
         self.progress.update(self.trial_task, visible=False)
         self._refresh()
@@ -176,7 +182,7 @@ class StudyDisplay:
             )
 
     def _eta(self) -> float | None:
-        return self.eta.seconds_left(self.target - self.finished)
+        return self.eta.seconds_left(self.target - self.finished, self.workers)
 
     def _refresh(self) -> None:
         per_trial = self.eta.durations and sum(self.eta.durations) / len(self.eta.durations)
@@ -239,12 +245,8 @@ class FollowedStudy:
             self.target - len(finished),
         )
         best = best_text(study)
-        self.progress.update(
-            self.study_task,
-            completed=len(finished),
-            info=f"{len(finished)}/{self.target} best {best} last {last_text}, "
-            f"ETA {duration(eta)}",
-        )
+        info = f"{len(finished)}/{self.target} best {best} last {last_text}, ETA {duration(eta)}"
+        self.progress.update(self.study_task, completed=len(finished), info=info)
         running = [_running_text(t) for t in trials if t.state == TrialState.RUNNING]
         self.progress.update(
             self.running_task,

@@ -81,8 +81,10 @@ def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
         f"{threads} CPU threads",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
-    display = StudyDisplay(console, config.name, options.n_trials or config.trials, opened)
+    target = options.n_trials or config.trials
+    display = StudyDisplay(console, config.name, target, opened, shared=True)
     with GracefulStop(console) as stop, display.shown(), writing(storage_url):
         study = run_study(
             config,
@@ -95,7 +97,9 @@ def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
             study=opened,
             observe=display.observe,
         )
-    console.print(f"worker done: the study has {finished_count(study)} finished trials")
+    console.print(
+        f"worker done: the study has {finished_count(study)} finished trials", soft_wrap=True
+    )
     return stop.exit_code
 
 
@@ -170,9 +174,7 @@ def _check_shared(storage_url: str, what: str) -> None:
         )
 
 
-def _worker_command(
-    study_file: Path, options: RunOptions, index: int, threads: int
-) -> list[str]:
+def _worker_command(study_file: Path, options: RunOptions, index: int, threads: int) -> list[str]:
     command = [sys.executable, "-m", "metasearch", "worker", str(study_file)]
     command += ["--threads", str(threads)]
     if options.n_trials is not None:

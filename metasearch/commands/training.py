@@ -112,6 +112,7 @@ def train_and_export(
         f"meta-training {label} of study {config.name} for {_describe(train_budget)}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     display = TrainingDisplay(console, label)
 
