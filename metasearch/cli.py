@@ -316,7 +316,7 @@ def train(
     in_range("--threads", threads, 1, MAX_THREADS)
     budget = RetrainBudget(seconds, iterations, examples)
     code = train_and_export(
-        study_file, trial, seed, budget, out, storage, data_root, device, threads, console
+        study_file, trial, seed, budget, out, storage, data_root, device, console, threads
     )
     raise typer.Exit(code)
 

@@ -82,8 +82,8 @@ def train_and_export(
     storage: str | None,
     data_root: Path | None,
     device: str | None,
-    threads: int | None,
     console: Console,
+    threads: int | None = None,
 ) -> int:
     """Retrains trial ``choice`` ('best' or a number) or the study file's seed ``seed_name``
     with ``budget`` on ``threads`` CPU threads (default: the study file's, else torch's) and
