@@ -170,7 +170,7 @@ def _search_in_a_process(study: Path, *args: str) -> subprocess.CompletedProcess
         [sys.executable, "-m", "metasearch", "--verbose", "search", str(study), *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # a busy machine: two processes that import torch
     )
 
 
