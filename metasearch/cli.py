@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 from collections.abc import Callable
 from enum import Enum
@@ -13,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.markup import escape
 
 from metasearch.errors import MetasearchError
@@ -27,6 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 MAX_EPISODES = 10_000  # held-out tasks are sampled at once
 MAX_SHOTS = 1_000
 MAX_WORKERS = 256
+MAX_THREADS = 1024
 
 StudyFile = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
 LearnerDir = Annotated[
@@ -40,6 +41,13 @@ DataRootOption = Annotated[
     Path | None, typer.Option(help="Folder holding the data sets (default $METASEARCH_DATA).")
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="CPU threads for torch (default: the study file's threads, else torch's own; "
+        "with --workers, the cores shared out among them)."
+    ),
+]
 
 
 class OutputFormat(str, Enum):
@@ -109,12 +117,38 @@ def output_folder(out: Path) -> None:
 
 def _quiet_optuna() -> None:
     """metasearch reports trials itself; Optuna's own lines (with tracebacks of failed
-    candidates) only with --verbose. Done as a command starts, so that ``--help`` and
-    ``--version`` need not import Optuna (nor torch)."""
+    candidates) only with --verbose, and through the same handler as metasearch's, so above
+    the live display. Done as a command starts, so that ``--help`` and ``--version`` need not
+    import Optuna (nor torch)."""
     import optuna
 
     verbose = logging.getLogger().level <= logging.INFO
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+
+
+class LogHandler(RichHandler):
+    """Log records (and Python warnings) printed through the console of the live display, so
+    that rich prints them above the bars instead of onto them; their text is never read as
+    markup. Where the console is not a terminal (a file, a CI log), each is one plain line."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console=console, show_time=False, show_path=False, markup=False)
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.console.is_terminal:
+            super().emit(record)
+            return
+        try:
+            line = f"{record.levelname} {self.format(record)}"
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        except Exception:
+            self.handleError(record)
+
+
+_handler = LogHandler(console)
 
 
 def _print_version(value: bool) -> None:
@@ -135,11 +169,11 @@ def main(
         ),
     ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    root = logging.getLogger()
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    if _handler not in root.handlers:
+        root.addHandler(_handler)
+    logging.captureWarnings(True)
 
 
 NTrialsOption = Annotated[
@@ -160,6 +194,7 @@ def search(
     workers: Annotated[
         int, typer.Option(help=f"Worker processes here (one GPU each), 1 to {MAX_WORKERS}.")
     ] = 1,
+    threads: ThreadsOption = None,
 ) -> None:
     """Run (or resume) a study until it has its number of trials."""
     from metasearch.commands.search import RunOptions, run_search
@@ -168,7 +203,8 @@ def search(
     positive("--timeout", timeout)
     known_device(device)
     in_range("--workers", workers, 1, MAX_WORKERS)
-    options = RunOptions(n_trials, timeout, storage, data_root, device)
+    in_range("--threads", threads, 1, MAX_THREADS)
+    options = RunOptions(n_trials, timeout, storage, data_root, device, threads)
     raise typer.Exit(run_search(study_file, options, workers, console))
 
 
@@ -181,6 +217,7 @@ def worker(
     storage: StorageOption = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Join a study as one more worker (start one per GPU, on any number of machines)."""
     from metasearch.commands.search import RunOptions, run_worker
@@ -188,7 +225,8 @@ def worker(
     in_range("--n-trials", n_trials, 1)
     positive("--timeout", timeout)
     known_device(device)
-    options = RunOptions(n_trials, timeout, storage, data_root, device)
+    in_range("--threads", threads, 1, MAX_THREADS)
+    options = RunOptions(n_trials, timeout, storage, data_root, device, threads)
     raise typer.Exit(run_worker(study_file, options, console))
 
 
@@ -261,7 +299,7 @@ def report(
         raise MetasearchError(
             f"cannot write the report to {out}: {error.strerror or error}"
         ) from None
-    console.print(f"report written to [bold]{path}[/]")
+    console.print(f"report written to [bold]{escape(str(path))}[/]")
 
 
 @app.command()
@@ -297,6 +335,7 @@ def train(
     storage: StorageOption = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Meta-train a trial's configuration again with a larger budget, and export it."""
     from metasearch.commands.training import RetrainBudget, train_and_export
@@ -311,9 +350,10 @@ def train(
     if seconds is None and iterations is None and (examples or 0) > MAX_UNTIMED_EXAMPLES:
         raise MetasearchError(f"--examples above {MAX_UNTIMED_EXAMPLES:,} need --seconds too")
     known_device(device)
+    in_range("--threads", threads, 1, MAX_THREADS)
     budget = RetrainBudget(seconds, iterations, examples)
     code = train_and_export(
-        study_file, trial, seed, budget, out, storage, data_root, device, console
+        study_file, trial, seed, budget, out, storage, data_root, device, console, threads
     )
     raise typer.Exit(code)
 
@@ -363,14 +403,20 @@ def evaluate(
     ] = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: torch's own).")
+    ] = None,
 ) -> None:
     """Score an exported learner on meta-test tasks of its task source."""
     from metasearch.commands.learners import evaluate_learner
+    from metasearch.commands.threads import use_threads
 
     in_range("--ways", ways, 2)
     in_range("--shots", shots, 1, MAX_SHOTS)
     in_range("--episodes", episodes, 2, MAX_EPISODES)
     known_device(device)
+    in_range("--threads", threads, 1, MAX_THREADS)
+    use_threads(threads)
     evaluate_learner(learner_dir, ways, shots, episodes, protocol, classes_from, data_root, device)
 
 

@@ -106,7 +106,8 @@ def test_an_inline_space_works() -> None:
         (
             {"task": {"source": "sinusoid", "ways": 5}},
             [
-                "task.sinusoid: unknown option ways for source sinusoid; allowed: shots, query_points"
+                "task.sinusoid: unknown option ways for source sinusoid; "
+                "allowed: shots, query_points"
             ],
         ),
         (

@@ -270,7 +270,8 @@ def test_too_few_classes_is_a_data_error_unless_rotations_make_up_for_it() -> No
     splits = {"train": [0, 1], "val": range(12, 18), "test": range(18, 24)}
     with pytest.raises(
         DataError,
-        match=r"'train' has 2 classes but a 5-way task needs 5 \(classes per split: train 2, val 6, test 6\); lower ways",
+        match=r"'train' has 2 classes but a 5-way task needs 5 "
+        r"\(classes per split: train 2, val 6, test 6\); lower ways",
     ):
         make_source(splits=splits)
     assert make_source(splits=splits, rotations=True).n_classes("train") == 8

@@ -24,6 +24,7 @@ import yaml
 from optuna.trial import TrialState
 
 from metasearch import Budget, LearnerSpec, SinusoidSource, evaluate
+from metasearch.commands.threads import threads_per_worker
 from metasearch.errors import MetasearchError
 from metasearch.evaluation import CheckpointStore, TrainingInterrupted
 from metasearch.search import load_study_file, open_for_reading
@@ -258,3 +259,8 @@ def test_search_with_two_workers_on_sqlite_ends_with_exactly_the_trials_asked(
     assert len(complete) == 4
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both processes took part
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    shared = threads_per_worker(2)  # the cores shared out, whatever OMP_NUM_THREADS says
+    assert {t.user_attrs["threads"] for t in study.trials} == {shared}
+    joined = [line for line in done.stderr.splitlines() if "worker joined study" in line]
+    assert len(joined) == 2 and all(f"with {shared} CPU threads" in line for line in joined)
+    assert all(line.startswith("worker ") for line in joined), done.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from metasearch.algorithms import get_algorithm
 from metasearch.commands.common import load_config, load_existing_study, study_storage
@@ -121,10 +122,10 @@ def export_scored(
     iterations = training.get("iterations")
     trained = "" if iterations is None else f" (meta-trained {iterations} iterations)"
     console.print(
-        f"exported {label} to [bold]{out}[/]{trained}: meta-test query loss "
+        f"exported {escape(label)} to [bold]{escape(str(out))}[/]{trained}: meta-test query loss "
         f"{test.loss:.4g} ± {test.loss_ci95:.2g}{accuracy} on {test.n_tasks} unseen tasks"
     )
-    console.print(protocol.summary(test_source), highlight=False, soft_wrap=True)
+    console.print(protocol.summary(test_source), markup=False, highlight=False, soft_wrap=True)
     return test
 
 

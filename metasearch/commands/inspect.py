@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -67,18 +68,20 @@ def _table(
     if (frame["state"] == "COMPLETE").all():
         rows.remove("state")
     kind = "Pareto front" if len(objectives) > 1 else "best trials"
-    table = Table(title=f"{name}: {kind} ({len(frame)} of {total})", header_style="bold")
+    title = escape(f"{name}: {kind} ({len(frame)} of {total})")
+    table = Table(title=title, header_style="bold")
     table.add_column("trial", style="bold")
     for number in frame["number"]:
         table.add_column(f"#{number}", justify="right")
     for row in rows:
-        cells = (_cell(trial, row) for _, trial in frame.iterrows())
-        table.add_row(_label(row), *cells, end_section=row == rows[-1])
+        cells = (escape(_cell(trial, row)) for _, trial in frame.iterrows())
+        table.add_row(escape(_label(row)), *cells, end_section=row == rows[-1])
     for field in _varying(frame, applies):
         cells = (
-            _cell(trial, field) if applies.at[i, field] else "" for i, trial in frame.iterrows()
+            escape(_cell(trial, field)) if applies.at[i, field] else ""
+            for i, trial in frame.iterrows()
         )
-        table.add_row(_label(field), *cells)
+        table.add_row(escape(_label(field)), *cells)
     return table
 
 
@@ -159,6 +162,8 @@ def serve_dashboard(
         raise MetasearchError(
             "the dashboard needs optuna-dashboard: pip install 'metasearch[dashboard]'"
         ) from None
-    console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
+    console.print(
+        f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)", markup=False, highlight=False
+    )
     store = None if files is None else files.store  # the trials' weights, listed and downloadable
     run_server(open_for_reading(url), host=host, port=port, artifact_store=store)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from metasearch.devices import resolve_device
@@ -61,7 +62,7 @@ def evaluate_learner(
     if scores.accuracy is not None:
         line += f", accuracy {scores.accuracy:.2%} ± {scores.accuracy_ci95:.2%}"
     console = Console()
-    console.print(protocol.summary(view), highlight=False, soft_wrap=True)
+    console.print(protocol.summary(view), markup=False, highlight=False, soft_wrap=True)
     console.print(line)
 
 
@@ -89,7 +90,7 @@ def adapt_to_folders(learner_dir: Path, support: Path, query: Path, device: str 
     correct = 0
     for path, label in zip(query_paths, predictions.tolist()):
         name = classes[label].name
-        table.add_row(str(path.relative_to(query)), name)
+        table.add_row(escape(str(path.relative_to(query))), escape(name))
         correct += path.parent.name == name
     Console().print(table)
     if all(p.parent != query for p in query_paths):

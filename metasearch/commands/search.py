@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 
 from metasearch.commands.common import STORAGE_VARIABLE, load_config, study_storage
+from metasearch.commands.live import FollowedStudy, StudyDisplay, best_text, finished_count
 from metasearch.commands.stopping import GracefulStop
+from metasearch.commands.threads import threads_per_worker, use_threads
 from metasearch.errors import MetasearchError, StorageError
 from metasearch.search.results import describe_trial
 from metasearch.search.runner import open_study, run_study
 from metasearch.search.storage import parse, redact, writing
 from metasearch.search.study import StudyConfig, build_source
-from metasearch.search.trials import FINISHED
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,7 @@ class RunOptions:
     storage: str | None
     data_root: Path | None
     device: str | None
+    threads: int | None = None
 
 
 def run_search(study_file: Path, options: RunOptions, workers: int, console: Console) -> int:
@@ -47,12 +47,11 @@ def run_search(study_file: Path, options: RunOptions, workers: int, console: Con
     if workers > 1:
         _check_shared(storage_url, f"--workers {workers}")
         return _run_workers(study_file, config, storage_url, options, workers, console)
+    use_threads(options.threads or config.threads)
     source = build_source(config, options.data_root, options.device)  # no data: fail early
     opened = open_study(config, storage_url)  # a bad storage or a changed study: fail now
-    target = options.n_trials or config.trials
-    with GracefulStop(console) as stop, _display(console) as progress, writing(storage_url):
-        task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
-        display = ProgressDisplay(progress, task_id)
+    display = StudyDisplay(console, config.name, options.n_trials or config.trials, opened)
+    with GracefulStop(console) as stop, display.shown(), writing(storage_url):
         study = run_study(
             config,
             n_trials=options.n_trials,
@@ -62,40 +61,45 @@ def run_search(study_file: Path, options: RunOptions, workers: int, console: Con
             source=source,
             stop=stop,
             study=opened,
+            observe=display.observe,
         )
-        progress.update(task_id, completed=_finished(study), best=_best_text(study))
     _summary(study, config, study_file, console)
     return stop.exit_code
 
 
 def run_worker(study_file: Path, options: RunOptions, console: Console) -> int:
-    """Joins the study as one worker, logging a line per trial; returns the exit code."""
+    """Joins the study as one worker, with a live display on a terminal and a line per trial
+    elsewhere; returns the exit code."""
     config = load_config(study_file)
     storage_url = study_storage(config, options.storage)
     _check_shared(storage_url, "a worker")
+    threads = use_threads(options.threads or config.threads)
     source = build_source(config, options.data_root, options.device)
     opened = open_study(config, storage_url)
-    console.print(f"worker joined study {config.name} in {redact(storage_url)} on {source.device}")
-
-    def log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        failure = trial.user_attrs.get("failure")
-        console.print(
-            f"trial {trial.number} {trial.state.name.lower()}"
-            + (f": {failure}" if failure else f"; best {_best_text(study)}")
-        )
-
-    with GracefulStop(console) as stop, writing(storage_url):
+    console.print(
+        f"worker joined study {config.name} in {redact(storage_url)} on {source.device} with "
+        f"{threads} CPU threads",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    target = options.n_trials or config.trials
+    display = StudyDisplay(console, config.name, target, opened, shared=True)
+    with GracefulStop(console) as stop, display.shown(), writing(storage_url):
         study = run_study(
             config,
             n_trials=options.n_trials,
             timeout=options.timeout,
             storage=storage_url,
-            callbacks=[log_trial],
+            callbacks=[display],
             source=source,
             stop=stop,
             study=opened,
+            observe=display.observe,
         )
-    console.print(f"worker done: the study has {_finished(study)} finished trials")
+    console.print(
+        f"worker done: the study has {finished_count(study)} finished trials", soft_wrap=True
+    )
     return stop.exit_code
 
 
@@ -108,33 +112,57 @@ def _run_workers(
     console: Console,
 ) -> int:
     """Starts ``workers`` worker processes on this machine (one GPU each, round robin, where
-    there are several) and follows the study until they end."""
+    there are several; the CPU cores shared out among them) and follows the study until they
+    end, printing their output above the display."""
     study = open_study(config, storage_url)
     target = options.n_trials or config.trials
+    threads = options.threads or config.threads or threads_per_worker(workers)
     environment = os.environ | {STORAGE_VARIABLE: storage_url}  # not argv: others see that
     processes = [
         # Own sessions: a Ctrl-C in the terminal reaches them once, forwarded below.
         subprocess.Popen(
-            _worker_command(study_file, options, index), env=environment, start_new_session=True
+            _worker_command(study_file, options, index, threads),
+            env=environment,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
         )
         for index in range(workers)
     ]
-    with GracefulStop(console) as stop, _display(console) as progress:
-        task_id = progress.add_task(config.name, total=target, best="-", last="-", speed="")
+    relays = [_relay(process, index, console) for index, process in enumerate(processes)]
+    display = FollowedStudy(console, config.name, target)
+    with GracefulStop(console) as stop, display.shown():
         forwarded = False
         while any(p.poll() is None for p in processes):
             if stop() and not forwarded:
                 for process in processes:
                     process.send_signal(stop.received)  # each checkpoints its own trial
                 forwarded = True
-            progress.update(task_id, completed=_finished(study), best=_best_text(study))
+            display.update(study)
             time.sleep(1.0)
-        progress.update(task_id, completed=_finished(study), best=_best_text(study))
+        for relay in relays:
+            relay.join()
+        display.update(study)
     _summary(study, config, study_file, console)
     failed = [p.returncode for p in processes if p.returncode not in (0, None)]
     if failed and not stop():
         raise MetasearchError(f"{len(failed)} of {workers} workers failed; see their output above")
     return stop.exit_code
+
+
+def _relay(process: subprocess.Popen[str], index: int, console: Console) -> threading.Thread:
+    """Prints the worker's output line by line through ``console``, above the live display."""
+
+    def relay() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            console.print(f"worker {index}: {line.rstrip()}", markup=False, highlight=False)
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    return thread
 
 
 def _check_shared(storage_url: str, what: str) -> None:
@@ -146,8 +174,9 @@ def _check_shared(storage_url: str, what: str) -> None:
         )
 
 
-def _worker_command(study_file: Path, options: RunOptions, index: int) -> list[str]:
+def _worker_command(study_file: Path, options: RunOptions, index: int, threads: int) -> list[str]:
     command = [sys.executable, "-m", "metasearch", "worker", str(study_file)]
+    command += ["--threads", str(threads)]
     if options.n_trials is not None:
         command += ["--n-trials", str(options.n_trials)]
     if options.timeout is not None:
@@ -163,76 +192,19 @@ def _worker_command(study_file: Path, options: RunOptions, index: int) -> list[s
     return command
 
 
-class ProgressDisplay:
-    """An Optuna callback that keeps a progress bar with the best value and the speed."""
-
-    def __init__(self, progress: Progress, task_id: int) -> None:
-        self.progress, self.task_id = progress, task_id
-        self.started, self.ran = time.perf_counter(), 0
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.ran += 1
-        per_trial = (time.perf_counter() - self.started) / self.ran
-        self.progress.update(
-            self.task_id,
-            completed=_finished(study),
-            best=_best_text(study),
-            last=f"#{trial.number} {trial.state.name.lower()}",
-            speed=f"{per_trial:.1f} s/trial",
-        )
-
-
-@contextlib.contextmanager
-def _display(console: Console) -> Iterator[Progress]:
-    """The live progress bar; it vanishes where the run fails, leaving the error's one line."""
-    with _progress(console) as progress:
-        try:
-            yield progress
-        except BaseException:
-            progress.live.transient = True
-            raise
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("best {task.fields[best]}"),
-        TextColumn("last {task.fields[last]}"),
-        TextColumn("{task.fields[speed]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
 def _summary(study: optuna.Study, config: StudyConfig, study_file: Path, console: Console) -> None:
     failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
     console.print(
-        f"study [bold]{config.name}[/]: {_finished(study)} finished trials"
+        f"study [bold]{escape(config.name)}[/]: {finished_count(study)} finished trials"
         + (f", {failed} failed" if failed else "")
-        + f"; best {_best_line(study)}. Next: metasearch show {study_file}"
+        + escape(f"; best {_best_line(study)}. Next: metasearch show {study_file}"),
+        soft_wrap=True,
     )
-
-
-def _finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
-
-
-def _best_text(study: optuna.Study) -> str:
-    if len(study.directions) > 1:
-        return f"{len(study.best_trials)} on the Pareto front"
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    values = [t.value for t in complete if t.value is not None and math.isfinite(t.value)]
-    if not values:
-        return "-"
-    best = study.best_trial
-    return f"{best.value:.4g} (#{best.number})"
 
 
 def _best_line(study: optuna.Study) -> str:
     """The summary's account of the best trial: its scores with their intervals and the
     meta-iterations it really trained."""
-    if len(study.directions) > 1 or _best_text(study) == "-":
-        return _best_text(study)
+    if len(study.directions) > 1 or best_text(study) == "-":
+        return best_text(study)
     return describe_trial(study.best_trial)

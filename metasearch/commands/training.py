@@ -19,7 +19,9 @@ from rich.console import Console
 
 from metasearch.commands.common import load_config, load_existing_study, study_storage
 from metasearch.commands.exporting import TRAINING_KEYS, VALIDATION_KEYS, export_scored, pick_trial
+from metasearch.commands.live import TrainingDisplay
 from metasearch.commands.stopping import GracefulStop
+from metasearch.commands.threads import use_threads
 from metasearch.errors import MetasearchError
 from metasearch.evaluation import Budget, CheckpointStore, TrainingInterrupted, evaluate
 from metasearch.search.runner import open_study
@@ -81,10 +83,12 @@ def train_and_export(
     data_root: Path | None,
     device: str | None,
     console: Console,
+    threads: int | None = None,
 ) -> int:
     """Retrains trial ``choice`` ('best' or a number) or the study file's seed ``seed_name``
-    with ``budget`` and exports it to ``out``; returns the exit code (that of a signal where one
-    stopped it after a checkpoint)."""
+    with ``budget`` on ``threads`` CPU threads (default: the study file's, else torch's) and
+    exports it to ``out``; returns the exit code (that of a signal where one stopped it after a
+    checkpoint)."""
     config = load_config(study_file)
     storage_url = study_storage(config, storage)
     train_budget = budget.to_budget(config)
@@ -97,6 +101,7 @@ def train_and_export(
         chosen = pick_trial(study, choice)
         spec, label = LearnerSpec.from_dict(chosen.user_attrs["spec"]), f"trial {chosen.number}"
         provenance = {"trial": chosen.number}
+    use_threads(threads or config.threads)
     source = build_source(config, data_root, device)
     files = study_files(storage_url, study, config.artifacts)  # None in memory: no checkpoints
     name = f"{label.replace(' ', '-')}-{_retraining_key(spec, train_budget)}"
@@ -105,7 +110,13 @@ def train_and_export(
         if files is None
         else CheckpointStore(files.folder / "retrain" / name, CHECKPOINT_EVERY)
     )
-    console.print(f"meta-training {label} of study {config.name} for {_describe(train_budget)}")
+    console.print(
+        f"meta-training {label} of study {config.name} for {_describe(train_budget)}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    display = TrainingDisplay(console, label)
 
     def report(step: int, validation_loss: float) -> bool:
         console.print(
@@ -113,10 +124,16 @@ def train_and_export(
         )
         return False
 
-    with GracefulStop(console) as stop:
+    with GracefulStop(console) as stop, display.shown():
         try:
             result = evaluate(
-                spec, source, train_budget, report=report, checkpoints=checkpoints, stop=stop
+                spec,
+                source,
+                train_budget,
+                report=report,
+                checkpoints=checkpoints,
+                stop=stop,
+                observe=display.observe,
             )
         except TrainingInterrupted as interrupted:
             console.print(f"stopped at meta-iteration {interrupted.iteration}; run again to resume")

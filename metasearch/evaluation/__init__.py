@@ -8,6 +8,7 @@ from metasearch.evaluation.evaluator import (
     evaluate,
 )
 from metasearch.evaluation.population import check_population, evaluate_population
+from metasearch.evaluation.progress import Observer, TrainingProgress
 from metasearch.evaluation.protocol import META_TEST_TASKS, PROTOCOLS, Protocol
 from metasearch.evaluation.result import Budget, EvaluationResult
 from metasearch.evaluation.scoring import Scores, held_out_tasks, mean_ci95, score
@@ -18,10 +19,12 @@ __all__ = [
     "Budget",
     "CheckpointStore",
     "EvaluationResult",
+    "Observer",
     "Protocol",
     "Report",
     "Scores",
     "TrainingInterrupted",
+    "TrainingProgress",
     "TrainingState",
     "check_compatible",
     "check_population",

@@ -14,6 +14,7 @@ from metasearch.algorithms import MetaAlgorithm, MetaGradients, get_algorithm
 from metasearch.errors import SpecError
 from metasearch.evaluation.allocator import retain_freed_memory
 from metasearch.evaluation.checkpoint import CheckpointStore, TrainingState
+from metasearch.evaluation.progress import Observer, ProgressWatch
 from metasearch.evaluation.result import Budget, EvaluationResult, Status
 from metasearch.evaluation.scoring import held_out_tasks, score
 from metasearch.learners.learner import Learner, build_learner
@@ -47,6 +48,7 @@ def evaluate(
     report: Report | None = None,
     checkpoints: CheckpointStore | None = None,
     stop: Callable[[], bool] | None = None,
+    observe: Observer | None = None,
 ) -> EvaluationResult:
     """Meta-trains ``spec`` on ``source``'s training tasks and scores it on held-out tasks.
 
@@ -56,7 +58,8 @@ def evaluate(
 
     With ``checkpoints``, meta-training resumes from the store's last checkpoint and saves one
     every ``checkpoints.every`` iterations. Where ``stop()`` turns true (checked every
-    iteration), it saves a checkpoint and raises :class:`TrainingInterrupted`.
+    iteration), it saves a checkpoint and raises :class:`TrainingInterrupted`. ``observe`` is
+    told the progress of meta-training as it goes (see :mod:`metasearch.evaluation.progress`).
     """
     budget = budget or Budget()
     check_compatible(spec, source)
@@ -66,7 +69,7 @@ def evaluate(
     tasks = held_out_tasks(source, budget.eval_split, budget.eval_tasks, budget.eval_seed)
     training = MetaTraining(learner, source, budget, get_algorithm(spec.outer.algorithm), tasks)
     try:
-        training.run(report, checkpoints, stop)
+        training.run(report, checkpoints, stop, observe)
     except Diverged as error:
         training.failure = str(error)
     except torch.OutOfMemoryError:
@@ -138,9 +141,10 @@ class MetaTraining:
         report: Report | None,
         checkpoints: CheckpointStore | None = None,
         stop: Callable[[], bool] | None = None,
+        observe: Observer | None = None,
     ) -> None:
         """Meta-trains to the end of the budget or until ``report`` prunes it, resuming from
-        and saving to ``checkpoints`` where given.
+        and saving to ``checkpoints`` where given, telling ``observe`` how far it is.
 
         Raises :class:`Diverged` when the training loss stops being finite or explodes, and
         :class:`TrainingInterrupted` (after a checkpoint) where ``stop()`` turns true.
@@ -149,13 +153,17 @@ class MetaTraining:
         saved = checkpoints.load() if checkpoints is not None else None
         if saved is not None:
             self._restore(saved, generator)
+        watch = ProgressWatch(observe, self.progress()) if observe is not None else None
         while True:
             started = time.perf_counter()
             batch = self.sample(generator)
             if self.over(batch):
                 break
             step = self.algorithm.meta_gradients(self.train_learner, batch, self.progress())
-            if self.apply(batch, step, report, self.elapsed(started)):
+            ended = self.apply(batch, step, report, self.elapsed(started))
+            if watch is not None:
+                self.tell(watch)
+            if ended:
                 break
             stopping = stop is not None and stop()
             if checkpoints is not None and (stopping or self.done % checkpoints.every == 0):
@@ -163,6 +171,11 @@ class MetaTraining:
             if stopping:
                 raise TrainingInterrupted(self.done)
         self.finish()
+
+    def tell(self, watch: ProgressWatch) -> None:
+        """Updates ``watch`` with how far training is."""
+        validation = self.curve[-1][1] if self.curve else None
+        watch.update(self.done, self.iterations, self.progress(), validation)
 
     def finish(self) -> None:
         """Checks the last training loss once training is over; raises :class:`Diverged`."""

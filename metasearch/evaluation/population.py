@@ -26,6 +26,7 @@ from metasearch.evaluation.evaluator import (
     Report,
     check_compatible,
 )
+from metasearch.evaluation.progress import Observer, ProgressWatch
 from metasearch.evaluation.result import Budget, EvaluationResult
 from metasearch.evaluation.scoring import held_out_tasks
 from metasearch.learners.learner import build_learner
@@ -42,12 +43,15 @@ def evaluate_population(
     budget: Budget | None = None,
     *,
     reports: Sequence[Report | None] | None = None,
+    observe: Observer | None = None,
 ) -> list[EvaluationResult]:
     """Meta-trains every spec of ``specs`` on ``source`` together; one result per spec, in order.
 
     ``reports[i]`` (optional) prunes candidate ``i`` as ``report`` does in ``evaluate``; a pruned
     or failed candidate leaves the batch and the others go on. Raises :class:`SpecError` where
     the specs differ in more than :data:`FREE_FIELDS` or one cannot learn ``source``'s tasks.
+    ``observe`` is told the progress of the population's first candidate still training (all
+    train in step).
     """
     budget = budget or Budget()
     check_population(specs)
@@ -70,7 +74,7 @@ def evaluate_population(
         )
         for spec in specs
     ]
-    _run(trainings, reports)
+    _run(trainings, reports, ProgressWatch(observe) if observe is not None else None)
     return [training.result() for training in trainings]
 
 
@@ -107,7 +111,9 @@ def _shape(spec: LearnerSpec) -> dict[str, Any]:
     return flat
 
 
-def _run(trainings: list[MetaTraining], reports: list[Report | None]) -> None:
+def _run(
+    trainings: list[MetaTraining], reports: list[Report | None], watch: ProgressWatch | None
+) -> None:
     """The outer loops of all ``trainings`` in step; a candidate leaves when it is over. Each
     candidate is charged the whole population's seconds per step."""
     first = trainings[0]
@@ -143,3 +149,5 @@ def _run(trainings: list[MetaTraining], reports: list[Report | None]) -> None:
             except Diverged as error:
                 trainings[i].failure = str(error)
         active = still
+        if watch is not None and active:
+            trainings[active[0]].tell(watch)

@@ -24,7 +24,15 @@ from metasearch.evaluation import Budget, EvaluationResult, evaluate_population
 from metasearch.evaluation.population import FREE_FIELDS
 from metasearch.search.space import SearchSpace
 from metasearch.search.suggest import suggest
-from metasearch.search.trials import as_trained, objective_values, reporter, start, surplus
+from metasearch.search.trials import (
+    TrialObserver,
+    as_trained,
+    numbered,
+    objective_values,
+    reporter,
+    start,
+    surplus,
+)
 from metasearch.search.weights import StudyFiles, save_trial_weights
 from metasearch.spec import LearnerSpec
 from metasearch.tasks import TaskSource
@@ -48,9 +56,11 @@ def run_population(
     target: int,
     files: StudyFiles | None = None,
     callbacks: Iterable[Callback] = (),
+    observe: TrialObserver | None = None,
 ) -> None:
     """Asks up to ``size`` trials of one shape, meta-trains them together and tells each its
-    result; ``callbacks`` are called after each trial, as Optuna calls them after ``optimize``'s.
+    result; ``callbacks`` are called after each trial, as Optuna calls them after ``optimize``'s,
+    and ``observe`` (with the first trial's number) as they train.
     A trial whose spec is invalid fails alone; the population goes on without it. A trial asked
     when the study already holds ``target`` others (other workers took them) fails untrained."""
     members: list[tuple[optuna.Trial, LearnerSpec]] = []
@@ -58,7 +68,7 @@ def run_population(
     try:
         for _ in range(size):
             trial = study.ask()
-            start(trial)
+            start(trial, source.device)
             if surplus(trial, target):
                 reason = f"the study already has its {target} trials; nothing was trained"
                 _tell_failure(study, trial, reason, callbacks)
@@ -86,7 +96,11 @@ def run_population(
     with _beating(study, trials):
         try:
             results = evaluate_population(
-                [spec for _, spec in members], source, budget, reports=reports
+                [spec for _, spec in members],
+                source,
+                budget,
+                reports=reports,
+                observe=numbered(observe, trials[0].number),
             )
         except Exception as error:  # e.g. an out-of-memory outside one candidate's step
             for trial in trials:

@@ -1,9 +1,10 @@
 """Running a study: open (or resume) it in its storage and evaluate candidates until it is done.
 
 Every trial samples a spec from the study's space and meta-trains it with the evaluator. A trial
-keeps ``spec`` (the learner spec), ``result`` (the evaluation) and ``worker`` (host:pid) as user
-attributes, and ``failure`` (why) where it failed. Candidates that diverge or raise become FAILED
-trials and the study goes on; pruned candidates become PRUNED trials.
+keeps ``spec`` (the learner spec), ``result`` (the evaluation), ``worker`` (host:pid), ``device``
+and ``threads`` (torch's CPU threads) as user attributes, and ``failure`` (why) where it failed.
+Candidates that diverge or raise become FAILED trials and the study goes on; pruned candidates
+become PRUNED trials.
 
 Any number of processes may run the same study at once (workers): each takes one trial at a
 time and stops when the study holds its number of finished trials, counting the trials others
@@ -46,7 +47,9 @@ from metasearch.search.suggest import seed_params, suggest
 from metasearch.search.trials import (
     ACTIVE,
     FINISHED,
+    TrialObserver,
     as_trained,
+    numbered,
     objective_values,
     reporter,
     start,
@@ -148,6 +151,7 @@ def run_study(
     source: TaskSource | None = None,
     stop: Callable[[], bool] | None = None,
     study: optuna.Study | None = None,
+    observe: TrialObserver | None = None,
 ) -> optuna.Study:
     """Runs the study until it holds ``n_trials`` (default ``config.trials``) finished (complete
     or pruned) trials in all, or ``timeout`` seconds (default ``config.timeout``) have passed.
@@ -157,13 +161,15 @@ def run_study(
     :func:`build_source`) unless ``source`` is given. With a storage URL, the meta-learned
     weights of complete trials are kept, and running trials are checkpointed
     (:mod:`metasearch.search.weights`). ``callbacks`` are Optuna study callbacks, called after
-    each trial. Where ``stop()`` turns true, the running trial is checkpointed, failed and queued
-    for a retry, and the run returns. ``study`` is the study already opened by
-    :func:`open_study` in ``storage``, if it was. Raises :class:`MetasearchError` where the run
-    stopped short: ``MAX_FAILURES_IN_A_ROW`` failed trials in a row, or a :class:`StorageError`
-    where the weights folder cannot be written (a full disk); the trial that could not be
-    stored is queued again. Storage errors of the database itself are Optuna's
-    (:func:`metasearch.search.storage.writing` says them in one line).
+    each trial; ``observe`` is told the running trial's number and progress as it trains
+    (:mod:`metasearch.evaluation.progress`). Where ``stop()`` turns true, the running trial is
+    checkpointed, failed and queued for a retry, and the run returns. ``study`` is the study
+    already opened by :func:`open_study` in ``storage``, if it was. Raises
+    :class:`MetasearchError` where the run stopped short: ``MAX_FAILURES_IN_A_ROW`` failed
+    trials in a row, or a :class:`StorageError` where the weights folder cannot be written (a
+    full disk); the trial that could not be stored is queued again. Storage errors of the
+    database itself are Optuna's (:func:`metasearch.search.storage.writing` says them in one
+    line).
     """
     storage = storage if storage is not None else config.storage
     study = study if study is not None else open_study(config, storage)
@@ -173,7 +179,7 @@ def run_study(
     source = source if source is not None else build_source(config, data_root, device)
     _check_fits(config, source)
     files = study_files(storage, study, config.artifacts) if isinstance(storage, str) else None
-    objective = _Objective(config, source, files, target, stop)
+    objective = _Objective(config, source, files, target, stop, observe)
     streak = _FailureStreak(MAX_FAILURES_IN_A_ROW)
     timeout = config.timeout if timeout is None else timeout
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -202,6 +208,7 @@ def run_study(
                 target,
                 files,
                 [streak, *callbacks],
+                observe,
             )
             continue
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[streak, *callbacks])
@@ -248,18 +255,19 @@ class _Objective:
         files: StudyFiles | None,
         target: int,
         stop: Callable[[], bool] | None,
+        observe: TrialObserver | None = None,
     ) -> None:
         self.space, self.source, self.objectives = config.space, source, config.objectives
         self.multi_objective = config.multi_objective
         self.budget = config.budget.to_budget(config.seed)
         self.darts = config.darts
-        self.files, self.target, self.stop = files, target, stop
+        self.files, self.target, self.stop, self.observe = files, target, stop, observe
         self.checkpoint_every = config.checkpoint_every or config.budget.eval_every or 100
         self.interrupted: int | None = None
         self.unwritable: str | None = None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        start(trial)
+        start(trial, self.source.device)
         try:
             return self._evaluate(trial)
         except optuna.TrialPruned:
@@ -292,7 +300,13 @@ class _Objective:
         report = None if self.multi_objective else reporter(trial, prune=seed is None)
         checkpoints = self._checkpoints(trial)
         result = evaluate(
-            spec, self.source, self.budget, report=report, checkpoints=checkpoints, stop=self.stop
+            spec,
+            self.source,
+            self.budget,
+            report=report,
+            checkpoints=checkpoints,
+            stop=self.stop,
+            observe=numbered(self.observe, trial.number),
         )
         trial.set_user_attr("spec", as_trained(spec, result.iterations).to_dict())
         if result.status == "complete" and self.files is not None and result.learner is not None:

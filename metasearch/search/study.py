@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -216,6 +215,7 @@ class StudyConfig(_Model):
     storage: str | None = None
     artifacts: str | None = Field(None, min_length=1)
     device: str = "auto"
+    threads: int | None = Field(None, ge=1, le=1024)
     strategy: Literal["blackbox", "darts"] = "blackbox"
     darts: DartsConfig | None = Field(None, validate_default=True)
     checkpoint_every: int | None = Field(None, ge=1)

@@ -1,8 +1,9 @@
-"""What every way of running a trial shares: trial states, who runs it, whether it is one too
-many, the spec as trained, pruning reports and objective values."""
+"""What every way of running a trial shares: trial states, who runs it (and on what), whether it
+is one too many, the spec as trained, pruning reports, progress and objective values."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
@@ -10,13 +11,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
-from metasearch.evaluation import EvaluationResult
+from metasearch.evaluation import EvaluationResult, Observer, TrainingProgress
 from metasearch.spec import LearnerSpec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACTIVE = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+
+TrialObserver = Callable[[int, TrainingProgress], None]
+"""Told a trial's number and its progress as it trains (a population's: its first trial's)."""
 
 
 def worker_name() -> str:
@@ -25,11 +30,13 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def start(trial: optuna.Trial) -> None:
-    """Marks ``trial`` as this worker's, with no failure yet (a retry inherits its failed
-    original's attributes)."""
+def start(trial: optuna.Trial, device: torch.device) -> None:
+    """Marks ``trial`` as this worker's, on ``device`` with torch's present number of CPU
+    threads, with no failure yet (a retry inherits its failed original's attributes)."""
     trial.set_user_attr("failure", None)
     trial.set_user_attr("worker", worker_name())
+    trial.set_user_attr("device", str(device))
+    trial.set_user_attr("threads", torch.get_num_threads())
 
 
 def surplus(trial: optuna.Trial, target: int) -> bool:
@@ -43,6 +50,11 @@ def as_trained(spec: LearnerSpec, iterations: int) -> LearnerSpec:
     """``spec`` with the meta-iterations it really trained, so the spec records what ran."""
     outer = spec.outer.model_copy(update={"iterations": max(iterations, 1)})
     return spec.model_copy(update={"outer": outer})
+
+
+def numbered(observe: TrialObserver | None, number: int) -> Observer | None:
+    """The evaluator's ``observe`` for trial ``number``."""
+    return None if observe is None else functools.partial(observe, number)
 
 
 def reporter(trial: optuna.Trial, prune: bool = True) -> Callable[[int, float], bool]:
