@@ -40,6 +40,14 @@ DataRootOption = Annotated[
     Path | None, typer.Option(help="Folder holding the data sets (default $METASEARCH_DATA).")
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+NormalizationOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Batch normalization at prediction: support (the support set's statistics; each "
+        "query predicted on its own) or transductive (the query batch's own, as meta-trained). "
+        "Default: as exported."
+    ),
+]
 
 
 class OutputFormat(str, Enum):
@@ -324,6 +332,7 @@ def evaluate(
         str | None,
         typer.Option(help="any, or one group per task: alphabet (Omniglot) or group (folders)."),
     ] = None,
+    normalization: NormalizationOption = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
 ) -> None:
@@ -334,7 +343,17 @@ def evaluate(
     in_range("--shots", shots, 1, MAX_SHOTS)
     in_range("--episodes", episodes, 2, MAX_EPISODES)
     known_device(device)
-    evaluate_learner(learner_dir, ways, shots, episodes, protocol, classes_from, data_root, device)
+    evaluate_learner(
+        learner_dir,
+        ways,
+        shots,
+        episodes,
+        protocol,
+        classes_from,
+        data_root,
+        device,
+        normalization,
+    )
 
 
 @app.command()
@@ -343,13 +362,14 @@ def adapt(
     learner_dir: LearnerDir,
     support: Annotated[Path, typer.Option(help="Labelled images: SUPPORT/<class>/<image>.")],
     query: Annotated[Path, typer.Option(help="Images to label: QUERY/<image> or QUERY/<class>/.")],
+    normalization: NormalizationOption = None,
     device: DeviceOption = None,
 ) -> None:
     """Adapt an exported learner to a new task from image folders and label the query images."""
     from metasearch.commands.learners import adapt_to_folders
 
     known_device(device)
-    adapt_to_folders(learner_dir, support, query, device)
+    adapt_to_folders(learner_dir, support, query, device, normalization)
 
 
 @app.command()

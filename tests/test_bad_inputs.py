@@ -561,7 +561,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
         input_shape=(1, SIDE, SIDE),
         source_description={"source": "image_folder", "task": task},
         input_transform={"size": [SIDE, SIDE], "mode": "L", "invert": False},
-        scores={"test": {"loss": 0.5}},
+        scores={"test": {"query_loss": 0.5}},
     )
 
 
@@ -651,7 +651,7 @@ ARTIFACT_CASES: dict[str, tuple[Callable[[Path], Any], str]] = {
     # edited by hand, checksum left as it was
     "inner lr raised": (edited(set_in("spec", "inner", "lr", value=50.0), False), CHECKSUM),
     "inner steps raised": (edited(set_in("spec", "inner", "steps", value=100), False), CHECKSUM),
-    "score edited": (edited(set_in("scores", "test", "loss", value=0.01), False), CHECKSUM),
+    "score edited": (edited(set_in("scores", "test", "query_loss", value=0.01), False), CHECKSUM),
     "transform edited": (
         edited(set_in("input_transform", "invert", value=True), False),
         CHECKSUM,
