@@ -781,6 +781,16 @@ def test_adapt_refuses_empty_and_missing_folders(learner_dir: Path, tmp_path: Pa
     refused(tmp_path, args, "no images under <tmp>/query")
 
 
+def test_normalization_options_are_checked(learner_dir: Path, tmp_path: Path) -> None:
+    support, query = adapt_folders(tmp_path)
+    args = ["adapt", learner_dir, "--support", support, "--query", query, "--device", "cpu"]
+    result = CliRunner().invoke(app, [str(a) for a in [*args, "--normalization", "transductive"]])
+    assert result.exit_code == 0, result.output
+    words = "--normalization takes transductive or support, not 'running'"
+    refused(tmp_path, [*args, "--normalization", "running"], words)
+    refused(tmp_path, ["evaluate", learner_dir, "--normalization", "running"], words)
+
+
 # --- the adapt API -------------------------------------------------------------------------
 
 
