@@ -510,7 +510,7 @@ def test_the_model_card_is_made_from_the_metadata(tmp_path: Path) -> None:
     assert json.loads(spec_block) == loaded.metadata["spec"]
     assert "# tiny 3-way 2-shot: maml conv learner" in card
     assert "study: unit" in card and "winning trial: 3" in card and "`inner.lr`" in card
-    assert "| test | 0.8125 ± 0.0625 | 59.38% ± 3.12% | 600 | unrotated, 3-way 2-shot" in card
+    assert "| test | 0.8125 ± 0.062 | 59.38% ± 3.12% | 600 | unrotated, 3-way 2-shot" in card
     assert "support normalization" in card and "| validation | 0.75 ± 0.05 | 62.50% |" in card
     assert "meta-iterations trained: 120" in card and "seconds of meta-training: 41.2" in card
     assert "load_learner(" in card and "metasearch adapt path/to/this/folder" in card

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-SCORE_ROWS = (("query_loss", "query loss", "{:.4g}"), ("accuracy", "accuracy", "{:.2%}"))
+SCORE_ROWS = (("query_loss", "{:.4g}", "{:.2g}"), ("accuracy", "{:.2%}", "{:.2%}"))
+"""Each score's key and the formats of its value and of its confidence half-width."""
 
 
 def model_card(metadata: dict[str, Any]) -> str:
@@ -61,7 +62,7 @@ def _scores(scores: dict[str, Any], normalization: str | None) -> str:
         found = scores.get(split) or {}
         if not found:
             continue
-        cells = [_with_ci(found, key, form) for key, _, form in SCORE_ROWS]
+        cells = [_with_ci(found, key, form, ci_form) for key, form, ci_form in SCORE_ROWS]
         protocol = found.get("protocol") or {}
         lines.append(
             f"| {split} | {' | '.join(cells)} | {found.get('n_tasks', '')} | "
@@ -89,11 +90,11 @@ _NORMALIZATION = {
 }
 
 
-def _with_ci(found: dict[str, Any], key: str, form: str) -> str:
+def _with_ci(found: dict[str, Any], key: str, form: str, ci_form: str) -> str:
     value, ci = found.get(key), found.get(f"{key}_ci95")
     if value is None:
         return "-"
-    return form.format(value) + ("" if ci is None else " ± " + form.format(ci))
+    return form.format(value) + ("" if ci is None else " ± " + ci_form.format(ci))
 
 
 def _protocol(protocol: dict[str, Any], normalization: str | None) -> str:
