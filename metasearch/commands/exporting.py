@@ -105,6 +105,7 @@ def export_scored(
     test_source = protocol.source(source, "test")
     test_tasks = held_out_tasks(test_source, "test", protocol.tasks, protocol.seed)
     algorithm = get_algorithm(learner.spec.outer.algorithm)
+    searched = learner.spec.architecture.normalization_at_prediction
     test = score(algorithm, learner, test_tasks, normalization=EXPORTED_NORMALIZATION)
     search = {
         "space": config.space.name,
@@ -119,8 +120,7 @@ def export_scored(
         source_description={**source.describe(), "task": config.task.model_dump(mode="json")},
         input_transform=source.input_transform(),
         scores={
-            "validation": validation
-            | {"normalization_at_prediction": learner.spec.architecture.normalization_at_prediction},
+            "validation": validation | {"normalization_at_prediction": searched},
             "test": {
                 **asdict(test),
                 "protocol": protocol.describe(test_source),

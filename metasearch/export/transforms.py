@@ -74,15 +74,17 @@ def _pixels(array: np.ndarray) -> np.ndarray:
     """``array`` as ``uint8 [H, W]`` or ``[H, W, C]`` for :func:`PIL.Image.fromarray`."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise InputError(f"learner.transform takes {IMAGE_INPUTS}; got an array {list(array.shape)}")
+    channels = array.shape[2] if array.ndim == 3 else None
+    if array.ndim not in (2, 3) or channels not in (None, 3, 4) or not array.size:
+        raise InputError(
+            f"learner.transform takes {IMAGE_INPUTS}; got an array {list(array.shape)}"
+        )
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
-    if array.dtype.kind != "f" or not (np.isfinite(array).all() and 0 <= array.min() <= array.max() <= 1):
-        raise InputError(
-            f"learner.transform takes {IMAGE_INPUTS}; got {array.dtype} pixels"
-            + (" outside 0-1" if array.dtype.kind == "f" else "")
-        )
+    if array.dtype.kind != "f":
+        raise InputError(f"learner.transform takes {IMAGE_INPUTS}; got {array.dtype} pixels")
+    if not (np.isfinite(array).all() and 0 <= array.min() <= array.max() <= 1):
+        raise InputError(f"learner.transform takes {IMAGE_INPUTS}; got float pixels outside 0-1")
     return np.ascontiguousarray(np.rint(array * 255).astype(np.uint8))
 
 

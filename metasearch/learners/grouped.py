@@ -6,7 +6,8 @@ every parameter gets a leading group dimension ``[G, *shape]``, and every input 
 in channels-last memory, so that a convolution is one grouped convolution (``groups=G``), and
 batch, layer and instance normalization are the fused kernels over ``G*C`` channels: each
 group is still normalized by its own statistics (of its first rows alone under
-:func:`~metasearch.learners.networks.statistics_from_first`). Dense layers are batched matrix products.
+:func:`~metasearch.learners.networks.statistics_from_first`). Dense layers are batched matrix
+products.
 
 This is the same function as running each group's network alone, with plain autograd through
 it; on the CPU it avoids the slow batching rules of pooling and normalization under ``vmap``.
