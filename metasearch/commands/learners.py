@@ -68,7 +68,8 @@ def evaluate_learner(
         line += f", accuracy {scores.accuracy:.2%} ± {scores.accuracy_ci95:.2%}"
     console = Console()
     console.print(protocol.summary(view), highlight=False, soft_wrap=True)
-    console.print(f"batch normalization at prediction: {_described(exported)}", highlight=False)
+    normalization = f"batch normalization at prediction: {_described(exported)}"
+    console.print(normalization, highlight=False, soft_wrap=True)
     console.print(line)
 
 
