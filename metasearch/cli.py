@@ -48,6 +48,14 @@ ThreadsOption = Annotated[
         "with --workers, the cores shared out among them)."
     ),
 ]
+NormalizationOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Batch normalization at prediction: support (the support set's statistics; each "
+        "query predicted on its own) or transductive (the query batch's own, as meta-trained). "
+        "Default: as exported."
+    ),
+]
 
 
 class OutputFormat(str, Enum):
@@ -401,6 +409,7 @@ def evaluate(
         str | None,
         typer.Option(help="any, or one group per task: alphabet (Omniglot) or group (folders)."),
     ] = None,
+    normalization: NormalizationOption = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
     threads: Annotated[
@@ -417,7 +426,17 @@ def evaluate(
     known_device(device)
     in_range("--threads", threads, 1, MAX_THREADS)
     use_threads(threads)
-    evaluate_learner(learner_dir, ways, shots, episodes, protocol, classes_from, data_root, device)
+    evaluate_learner(
+        learner_dir,
+        ways,
+        shots,
+        episodes,
+        protocol,
+        classes_from,
+        data_root,
+        device,
+        normalization,
+    )
 
 
 @app.command()
@@ -426,13 +445,14 @@ def adapt(
     learner_dir: LearnerDir,
     support: Annotated[Path, typer.Option(help="Labelled images: SUPPORT/<class>/<image>.")],
     query: Annotated[Path, typer.Option(help="Images to label: QUERY/<image> or QUERY/<class>/.")],
+    normalization: NormalizationOption = None,
     device: DeviceOption = None,
 ) -> None:
     """Adapt an exported learner to a new task from image folders and label the query images."""
     from metasearch.commands.learners import adapt_to_folders
 
     known_device(device)
-    adapt_to_folders(learner_dir, support, query, device)
+    adapt_to_folders(learner_dir, support, query, device, normalization)
 
 
 @app.command()

@@ -19,6 +19,10 @@ class ArtifactError(MetasearchError):
     """An exported learner is missing, corrupt, modified or from another format version."""
 
 
+class InputError(MetasearchError, ValueError):
+    """A raw input that an exported learner's transform cannot take (a wrong type or shape)."""
+
+
 class StorageError(MetasearchError):
     """A study storage cannot be opened, read or written: a bad URL, an unreachable server, a
     missing or read-only folder, a full disk."""

@@ -85,6 +85,11 @@ class Genotype(_Frozen):
         return layout
 
 
+NormalizationAtPrediction = Literal["transductive", "support"]
+"""Whose statistics batch normalization uses when an adapted learner predicts: the query
+batch's or the support set's (:class:`ArchitectureSpec`)."""
+
+
 class ArchitectureSpec(_Frozen):
     """The network. ``conv``: blocks of conv -> norm -> activation -> pool; ``mlp``: dense layers;
     ``cells``: a stem conv, then the cells of ``genotype`` (:mod:`metasearch.darts`).
@@ -94,6 +99,13 @@ class ArchitectureSpec(_Frozen):
     and ``pooling`` apply to the convolutional family only; ``cells`` use ReLU and batch
     normalization. ``head`` is ``flatten`` (flatten the last feature map, then a linear layer) or
     ``gap`` (global average pooling, then a linear layer).
+
+    ``normalization_at_prediction`` is where batch normalization takes its statistics when
+    the adapted learner predicts a query set: ``transductive``, the query batch's own (MAML's
+    protocol: a query's output depends on the other queries it is predicted with), or
+    ``support``, the support set's, so that every query is predicted on its own (MetaBN,
+    Bronskill et al., 2020). It applies to scoring, not to meta-training's query loss, and
+    changes nothing without batch normalization.
     """
 
     family: Literal["conv", "mlp", "cells"] = "conv"
@@ -104,6 +116,7 @@ class ArchitectureSpec(_Frozen):
     pooling: Literal["max", "avg", "strided", "none"] = "max"
     head: Literal["flatten", "gap"] = "flatten"
     genotype: Genotype | None = None
+    normalization_at_prediction: NormalizationAtPrediction = "transductive"
 
     @field_validator("widths")
     @classmethod
@@ -128,10 +141,13 @@ class ArchitectureSpec(_Frozen):
 
     @model_serializer(mode="wrap")
     def _omit_absent_genotype(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Leaves ``genotype`` out where there is none, so other families serialize as before."""
+        """Leaves ``genotype`` out where there is none and ``normalization_at_prediction`` where
+        it is the default, so that specs without them serialize (and resume) as before."""
         data = handler(self)
         if self.genotype is None:
             data.pop("genotype", None)
+        if self.normalization_at_prediction == "transductive":
+            data.pop("normalization_at_prediction", None)
         return data
 
 

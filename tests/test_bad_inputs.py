@@ -562,7 +562,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
         input_shape=(1, SIDE, SIDE),
         source_description={"source": "image_folder", "task": task},
         input_transform={"size": [SIDE, SIDE], "mode": "L", "invert": False},
-        scores={"test": {"loss": 0.5}},
+        scores={"test": {"query_loss": 0.5}},
     )
 
 
@@ -652,7 +652,7 @@ ARTIFACT_CASES: dict[str, tuple[Callable[[Path], Any], str]] = {
     # edited by hand, checksum left as it was
     "inner lr raised": (edited(set_in("spec", "inner", "lr", value=50.0), False), CHECKSUM),
     "inner steps raised": (edited(set_in("spec", "inner", "steps", value=100), False), CHECKSUM),
-    "score edited": (edited(set_in("scores", "test", "loss", value=0.01), False), CHECKSUM),
+    "score edited": (edited(set_in("scores", "test", "query_loss", value=0.01), False), CHECKSUM),
     "transform edited": (
         edited(set_in("input_transform", "invert", value=True), False),
         CHECKSUM,
@@ -780,6 +780,16 @@ def test_adapt_refuses_empty_and_missing_folders(learner_dir: Path, tmp_path: Pa
     shutil.rmtree(query)
     query.mkdir()
     refused(tmp_path, args, "no images under <tmp>/query")
+
+
+def test_normalization_options_are_checked(learner_dir: Path, tmp_path: Path) -> None:
+    support, query = adapt_folders(tmp_path)
+    args = ["adapt", learner_dir, "--support", support, "--query", query, "--device", "cpu"]
+    result = CliRunner().invoke(app, [str(a) for a in [*args, "--normalization", "transductive"]])
+    assert result.exit_code == 0, result.output
+    words = "--normalization takes transductive or support, not 'running'"
+    refused(tmp_path, [*args, "--normalization", "running"], words)
+    refused(tmp_path, ["evaluate", learner_dir, "--normalization", "running"], words)
 
 
 # --- the adapt API -------------------------------------------------------------------------

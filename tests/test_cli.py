@@ -127,6 +127,7 @@ def test_search_show_report_export_then_adapt_beats_unadapted(tmp_path: Path) ->
 
     evaluated = run("evaluate", tmp_path / "learner", "--episodes", "20")
     assert evaluated.exit_code == 0 and "20 meta-test tasks" in evaluated.output
+    assert "batch normalization at prediction: support" in evaluated.output
     assert "protocol unrotated: 20 5-way 1-shot tasks of classes from the whole split" in (
         evaluated.output
     )

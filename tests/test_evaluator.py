@@ -53,8 +53,8 @@ def test_score_matches_a_direct_computation() -> None:
     scores = score(get_algorithm("maml"), learner, tasks, chunk_size=4)
     outputs = get_algorithm("maml").predict_tasks(learner, tasks)
     losses = ((outputs - tasks.query_y) ** 2).mean(dim=(1, 2))
-    assert scores.loss == pytest.approx(losses.mean().item())
-    assert scores.loss_ci95 == pytest.approx(1.96 * losses.std().item() / math.sqrt(6))
+    assert scores.query_loss == pytest.approx(losses.mean().item())
+    assert scores.query_loss_ci95 == pytest.approx(1.96 * losses.std().item() / math.sqrt(6))
 
 
 def test_mean_ci95() -> None:

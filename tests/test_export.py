@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +19,9 @@ from PIL import Image
 
 from metasearch import Budget, LearnerSpec, MetasearchError, SinusoidSource, evaluate
 from metasearch.algorithms import get_algorithm
-from metasearch.errors import DataError
-from metasearch.evaluation import held_out_tasks, score
+from metasearch.commands.exporting import VALIDATION_KEYS
+from metasearch.errors import DataError, InputError
+from metasearch.evaluation import Scores, held_out_tasks, score
 from metasearch.evaluation.scoring import DEFAULT_EVAL_SEED
 from metasearch.export import (
     AdaptedLearner,
@@ -26,6 +31,7 @@ from metasearch.export import (
     load_learner,
 )
 from metasearch.export.artifact import FORMAT_VERSION, metadata_checksum
+from metasearch.export.card import model_card
 from metasearch.learners import Learner, build_learner
 from metasearch.tasks import ClassificationSource, TaskSource
 from metasearch.tasks.images import load_image
@@ -104,7 +110,7 @@ def artifact(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("algorithm", list(ALGORITHM_SPECS))
 def test_round_trip_gives_identical_predictions(algorithm: str, tmp_path: Path) -> None:
     source, learner = tiny_images(), conv_learner(algorithm)
-    loaded = load_learner(export(learner, source, tmp_path / "out"))
+    loaded = load_learner(export(learner, source, tmp_path / "out"), normalization="transductive")
     assert isinstance(loaded, ExportedLearner) and loaded.spec == learner.spec
     original = learner.state_tensors()
     restored = loaded.learner.state_tensors()
@@ -127,7 +133,7 @@ def test_round_trip_gives_identical_predictions(algorithm: str, tmp_path: Path) 
         assert torch.equal(adapted.predict(qx), expected.argmax(-1))
         if algorithm != "protonet":  # adaptation changed the outputs, despite no_grad
             assert not torch.allclose(outputs, learner.forward(params, qx))
-    assert loaded.score(source, "test", 4, 0).loss == score(alg, learner, tasks).loss
+    assert loaded.score(source, "test", 4, 0).query_loss == score(alg, learner, tasks).query_loss
 
 
 def test_learned_per_parameter_rates_survive(artifact: Path) -> None:
@@ -138,7 +144,7 @@ def test_learned_per_parameter_rates_survive(artifact: Path) -> None:
 
 def test_metadata_records_what_was_exported(artifact: Path) -> None:
     metadata = load_learner(artifact).metadata
-    assert metadata["format"] == "metasearch-learner" and metadata["format_version"] == 2
+    assert metadata["format"] == "metasearch-learner" and metadata["format_version"] == 3
     assert metadata["metadata_sha256"] == metadata_checksum(metadata)
     assert metadata["task_kind"] == "classification" and metadata["n_outputs"] == WAYS
     assert metadata["input_shape"] == [1, 8, 8]
@@ -151,11 +157,15 @@ def test_metadata_records_what_was_exported(artifact: Path) -> None:
     assert metadata["source"]["source"] == "tiny" and metadata["scores"]["val"]["query_loss"] == 0.5
     provenance = metadata["provenance"]
     assert provenance["study"] == "unit" and provenance["trial"] == 3
-    assert {"metasearch_version", "torch_version", "python_version"} <= provenance.keys()
+    assert {"metasearch_version", "torch_version", "optuna_version", "python_version"} <= (
+        provenance.keys()
+    )
     assert provenance["created_utc"].endswith("+00:00")
     assert re.fullmatch(r"[0-9a-f]{64}", metadata["weights"]["sha256"])
     assert metadata["weights"]["tensors"]["param.body.0.weight"] == [4, 1, 3, 3]
-    assert sorted(p.name for p in artifact.iterdir()) == ["learner.json", "weights.safetensors"]
+    assert metadata["normalization_at_prediction"] == "support"
+    names = ["README.md", "learner.json", "weights.safetensors"]
+    assert sorted(p.name for p in artifact.iterdir()) == names
 
 
 def test_loaded_maml_adapts_to_new_sinusoids(tmp_path: Path) -> None:
@@ -266,7 +276,7 @@ def test_a_crash_while_writing_never_leaves_a_complete_looking_artifact(
     monkeypatch.setattr(artifact_module.os, "replace", crash_on_metadata)
     with pytest.raises(KeyboardInterrupt):  # re-export over the earlier one, crashing midway
         export(conv_learner("maml"), tiny_images(), artifact)
-    assert sorted(p.name for p in artifact.iterdir()) == ["weights.safetensors"]
+    assert sorted(p.name for p in artifact.iterdir()) == ["README.md", "weights.safetensors"]
     with pytest.raises(ArtifactError, match="holds no learner.json.*did not finish"):
         load_learner(artifact)
 
@@ -413,7 +423,10 @@ def test_protonet_takes_tasks_of_any_way_and_gradient_learners_refuse_them(
     tmp_path: Path,
 ) -> None:
     source = tiny_images()
-    protonet = load_learner(export(conv_learner("protonet"), source, tmp_path / "protonet"))
+    protonet = load_learner(  # the reference below normalizes each batch by itself
+        export(conv_learner("protonet"), source, tmp_path / "protonet"),
+        normalization="transductive",
+    )
     maml = load_learner(export(conv_learner("maml"), source, tmp_path / "maml"))
     assert protonet.any_ways and not maml.any_ways
     params = {n: p.detach() for n, p in protonet.learner.params.items()}
@@ -449,3 +462,194 @@ def test_export_package_never_unpickles() -> None:
     pattern = re.compile(r"\bimport pickle|\bpickle\.|(?<![\w.])torch\.(load|save)\b|allow_pickle")
     for path in package.glob("*.py"):
         assert not pattern.search(path.read_text()), path
+
+
+def test_exported_files_are_readable_by_others_whatever_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o077)
+    try:
+        folder = export(conv_learner("maml"), tiny_images(), tmp_path / "handed-on")
+        export(conv_learner("maml"), tiny_images(), folder)  # again, over the first
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert modes == {"README.md": 0o644, "learner.json": 0o644, "weights.safetensors": 0o644}
+
+
+def test_the_model_card_is_made_from_the_metadata(tmp_path: Path) -> None:
+    source = tiny_images()
+    folder = export_learner(
+        conv_learner("maml"),
+        tmp_path / "card",
+        input_shape=source.input_shape,
+        source_description={**source.describe(), "task": {"source": "tiny", "shots": 2}},
+        input_transform=source.input_transform(),
+        scores={
+            "validation": {"query_loss": 0.75, "query_loss_ci95": 0.05, "accuracy": 0.625},
+            "test": {
+                "query_loss": 0.8125,
+                "query_loss_ci95": 0.0625,
+                "accuracy": 0.59375,
+                "accuracy_ci95": 0.03125,
+                "n_tasks": 600,
+                "protocol": {"name": "unrotated", "ways": 3, "shots": 2, "seed": 7},
+                "normalization_at_prediction": "support",
+            },
+        },
+        provenance={
+            "study": "unit",
+            "trial": 3,
+            "search": {"space": "tiny", "dimensions": ["inner.lr"], "trials": 9},
+            "training": {"iterations": 120, "meta_train_seconds": 41.25},
+        },
+    )
+    card = (folder / "README.md").read_text()
+    loaded = load_learner(folder)
+    assert card == model_card(loaded.metadata)  # nothing in it but what learner.json holds
+    spec_block = card.split("```json\n")[1].split("```")[0]
+    assert json.loads(spec_block) == loaded.metadata["spec"]
+    assert "# tiny 3-way 2-shot: maml conv learner" in card
+    assert "study: unit" in card and "winning trial: 3" in card and "`inner.lr`" in card
+    assert "| test | 0.8125 ± 0.062 | 59.38% ± 3.12% | 600 | unrotated, 3-way 2-shot" in card
+    assert "support normalization" in card and "| validation | 0.75 ± 0.05 | 62.50% |" in card
+    assert "meta-iterations trained: 120" in card and "seconds of meta-training: 41.2" in card
+    assert "load_learner(" in card and "metasearch adapt path/to/this/folder" in card
+    provenance = loaded.metadata["provenance"]
+    for package in ("metasearch", "torch", "optuna"):
+        assert f"- {package} {provenance[f'{package}_version']}" in card
+
+
+def test_test_and_validation_scores_have_the_same_names() -> None:
+    names = {"query_loss", "query_loss_ci95", "accuracy", "accuracy_ci95"}
+    assert set(VALIDATION_KEYS) == names
+    assert names <= {field.name for field in dataclasses.fields(Scores)}
+    assert "loss" not in {field.name for field in dataclasses.fields(Scores)}
+
+
+def as_format_2(folder: Path) -> None:
+    """Rewrites an export as metasearch wrote it before format version 3."""
+
+    def downgrade(metadata: dict) -> None:
+        metadata["format_version"] = 2
+        del metadata["normalization_at_prediction"]
+        metadata["scores"]["test"] = {"loss": 0.5, "loss_ci95": 0.25, "accuracy": 0.75}
+        del metadata["provenance"]["optuna_version"]
+
+    edit_metadata(folder, downgrade)
+    (folder / "README.md").unlink()
+
+
+def test_format_2_folders_still_load_transductive_with_scores_renamed(artifact: Path) -> None:
+    as_format_2(artifact)
+    loaded = load_learner(artifact)
+    assert loaded.normalization == "transductive"  # as those learners predicted
+    assert loaded.metadata["scores"]["test"] == {
+        "query_loss": 0.5,
+        "query_loss_ci95": 0.25,
+        "accuracy": 0.75,
+    }
+    assert "meta-test query loss 0.5" in repr(loaded)
+    assert load_learner(artifact, normalization="support").normalization == "support"
+    saved = load_learner(loaded.save(artifact.parent / "upgraded"))
+    assert saved.metadata["format_version"] == FORMAT_VERSION
+    assert saved.metadata["scores"]["test"]["query_loss"] == 0.5
+    assert saved.normalization == "transductive"
+
+
+def test_save_and_from_pretrained_round_trip(artifact: Path, tmp_path: Path) -> None:
+    loaded = ExportedLearner.from_pretrained(artifact)
+    again = ExportedLearner.from_pretrained(loaded.save(tmp_path / "copy"))
+    before, after = loaded.learner.state_tensors(), again.learner.state_tensors()
+    assert before.keys() == after.keys() and all(torch.equal(before[n], after[n]) for n in before)
+    for key in ("spec", "source", "scores", "input_transform", "normalization_at_prediction"):
+        assert again.metadata[key] == loaded.metadata[key]
+    assert again.metadata["provenance"]["trial"] == 3
+    assert (tmp_path / "copy" / "README.md").is_file()
+    tasks = held_out_tasks(tiny_images(), "test", 1, 0)
+    sx, sy, qx = tasks.support_x[0], tasks.support_y[0], tasks.query_x[0]
+    assert torch.equal(loaded.adapt(sx, sy)(qx), again.adapt(sx, sy)(qx))
+    assert load_learner(artifact).metadata == loaded.metadata
+    with pytest.raises(ValueError, match="normalization must be one of transductive, support"):
+        ExportedLearner.from_pretrained(artifact, normalization="running")
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "protonet"])
+def test_support_normalization_predicts_one_image_as_in_a_batch(
+    algorithm: str, tmp_path: Path
+) -> None:
+    source = tiny_images()
+    folder = export(conv_learner(algorithm), source, tmp_path / algorithm)
+    tasks = held_out_tasks(source, "test", 2, 0)
+    support, transductive = load_learner(folder), load_learner(folder, normalization="transductive")
+    assert support.normalization == "support"
+    for sx, sy, qx, _ in zip(*tasks):
+        adapted = support.adapt(sx, sy)
+        batch = adapted(qx)
+        alone = torch.cat([adapted(x[None]) for x in qx])
+        torch.testing.assert_close(alone, batch, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(transductive.adapt(sx, sy)(qx), batch)
+
+
+def test_a_transductive_batch_of_one_warns_once(
+    artifact: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loaded = load_learner(artifact, normalization="transductive")
+    tasks = held_out_tasks(tiny_images(), "test", 1, 0)
+    adapted = loaded.adapt(tasks.support_x[0], tasks.support_y[0])
+    with caplog.at_level(logging.WARNING, logger="metasearch.export.exported"):
+        adapted(tasks.query_x[0])  # a whole query batch: no warning
+        assert not caplog.records
+        for image in tasks.query_x[0][:3]:
+            adapted.predict(image[None])
+    assert len(caplog.records) == 1 and "normalization='support'" in caplog.text
+    caplog.clear()
+    load_learner(artifact).adapt(tasks.support_x[0], tasks.support_y[0])(tasks.query_x[0][:1])
+    assert not caplog.records  # support statistics: one image is fine
+
+
+def test_transform_takes_images_paths_arrays_and_tensors(tmp_path: Path) -> None:
+    learner = build_learner(conv_learner("maml").spec, (1, 8, 8), WAYS, "classification")
+    transform = load_learner(
+        export_learner(
+            learner,
+            tmp_path / "t",
+            input_shape=(1, 8, 8),
+            input_transform={"size": [8, 8], "mode": "L", "invert": True},
+        )
+    ).transform
+    grey = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    image = Image.fromarray(grey, "L")
+    expected = transform(image)
+    assert expected.shape == (1, 8, 8)
+    image.save(tmp_path / "image.png")
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    same = {
+        "str path": str(tmp_path / "image.png"),
+        "Path": tmp_path / "image.png",
+        "uint8 HxW": grey,
+        "uint8 HxWx1": grey[..., None],
+        "uint8 HxWx3": rgb,
+        "float HxW": grey / 255.0,
+        "float32 HxWx3": (rgb / 255.0).astype(np.float32),
+        "uint8 tensor CxHxW": torch.from_numpy(grey)[None],
+        "float tensor HxW": torch.from_numpy(grey).float() / 255,
+        "float tensor 3xHxW": torch.from_numpy(rgb).permute(2, 0, 1).double() / 255,
+    }
+    for name, value in same.items():
+        assert torch.equal(transform(value), expected), name
+    bad = {
+        "list": [[0.5] * 8] * 8,
+        "None": None,
+        "bytes": b"png",
+        "float out of range": grey.astype(np.float64),
+        "int64 array": grey.astype(np.int64),
+        "5 channels": np.zeros((8, 8, 5), np.uint8),
+        "4-d tensor": torch.zeros(1, 1, 8, 8),
+    }
+    for name, value in bad.items():
+        with pytest.raises(InputError, match="learner.transform takes a PIL image") as caught:
+            transform(value)
+        assert "\n" not in str(caught.value), name
+    with pytest.raises(DataError, match="not in a format PIL can read"):
+        (tmp_path / "not-an-image.png").write_bytes(b"text")
+        transform(tmp_path / "not-an-image.png")

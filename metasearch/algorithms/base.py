@@ -21,6 +21,8 @@ from torch.func import vmap
 from metasearch.learners import grouped
 from metasearch.learners.grouped import GroupedLearner
 from metasearch.learners.learner import Learner, Params
+from metasearch.learners.networks import has_batch_norm, statistics_from_first
+from metasearch.spec import NormalizationAtPrediction
 from metasearch.tasks.base import TaskBatch
 
 CPU_GROUPS = {"float32": 2, "bfloat16": 4}
@@ -53,6 +55,29 @@ class MetaAlgorithm:
     def predict(self, learner: AnyLearner, params: Params, state: Any, x: Tensor) -> Tensor:
         """Outputs (logits or regression values) for query inputs ``x`` of the same task."""
         raise NotImplementedError
+
+    def predict_normalized(
+        self,
+        learner: AnyLearner,
+        params: Params,
+        state: Any,
+        support_x: Tensor,
+        x: Tensor,
+        normalization: NormalizationAtPrediction | None = None,
+    ) -> Tensor:
+        """:meth:`predict` with batch normalization by the statistics of the query batch ``x``
+        itself (``transductive``) or of the support set (``support``: the support set runs
+        before the queries, its statistics alone normalize both, and each query's output
+        depends on nothing but the support set and itself); by default as the spec's
+        ``architecture.normalization_at_prediction`` says."""
+        normalization = normalization or learner.spec.architecture.normalization_at_prediction
+        if normalization == "transductive" or not has_batch_norm(learner.network):
+            return self.predict(learner, params, state, x)
+        examples = 1 if isinstance(learner, GroupedLearner) else 0
+        rows = support_x.shape[examples]
+        with statistics_from_first(learner.network, rows):
+            both = self.predict(learner, params, state, torch.cat([support_x, x], examples))
+        return both.narrow(examples, rows, x.shape[examples])
 
     def first_order(self, learner: Learner, progress: float) -> bool:
         """Whether the meta-gradient ignores second derivatives at ``progress`` in [0, 1]."""
@@ -123,25 +148,40 @@ class MetaAlgorithm:
         grads = torch.autograd.grad(objectives.mean(), learner.meta_tensors(), allow_unused=True)
         return MetaGradients(list(grads), query_losses.detach())
 
-    def predict_tasks(self, learner: Learner, batch: TaskBatch) -> Tensor:
-        """Query outputs ``[T, Q, ...]`` after adapting to each support set, without meta-graph."""
+    def predict_tasks(
+        self,
+        learner: Learner,
+        batch: TaskBatch,
+        normalization: NormalizationAtPrediction | None = None,
+    ) -> Tensor:
+        """Query outputs ``[T, Q, ...]`` after adapting to each support set, without meta-graph,
+        normalized as ``normalization`` says (see :meth:`predict_normalized`)."""
         if not grouped.supports(learner.network):
-            return self._vmap_predict_tasks(learner, batch)
+            return self._vmap_predict_tasks(learner, batch, normalization)
         outputs = []
         for chunk in batch.chunks(chunk_tasks(learner, 1, batch)):
             group = GroupedLearner([learner], chunk.n_tasks)
             params = group.params(detach=True)
             with torch.no_grad():
                 state = self.adapt(group, params, chunk.support_x, chunk.support_y, True)
-                outputs.append(self.predict(group, params, state, chunk.query_x))
+                outputs.append(
+                    self.predict_normalized(
+                        group, params, state, chunk.support_x, chunk.query_x, normalization
+                    )
+                )
         return torch.cat(outputs)
 
-    def _vmap_predict_tasks(self, learner: Learner, batch: TaskBatch) -> Tensor:
+    def _vmap_predict_tasks(
+        self,
+        learner: Learner,
+        batch: TaskBatch,
+        normalization: NormalizationAtPrediction | None = None,
+    ) -> Tensor:
         params = {n: p.detach() for n, p in learner.params.items()}
 
         def one_task(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
             state = self.adapt(learner, params, sx, sy, True)
-            return self.predict(learner, params, state, qx)
+            return self.predict_normalized(learner, params, state, sx, qx, normalization)
 
         with torch.no_grad():
             return vmap(one_task)(batch.support_x, batch.support_y, batch.query_x)

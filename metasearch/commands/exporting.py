@@ -21,6 +21,7 @@ from metasearch.evaluation import (
     score,
 )
 from metasearch.export import export_learner
+from metasearch.export.exporting import EXPORTED_NORMALIZATION
 from metasearch.learners import Learner, build_learner
 from metasearch.search.results import best_trials
 from metasearch.search.storage import redact
@@ -104,7 +105,15 @@ def export_scored(
     protocol = Protocol(tasks=max(META_TEST_TASKS, budget.eval_tasks), seed=budget.eval_seed)
     test_source = protocol.source(source, "test")
     test_tasks = held_out_tasks(test_source, "test", protocol.tasks, protocol.seed)
-    test = score(get_algorithm(learner.spec.outer.algorithm), learner, test_tasks)
+    algorithm = get_algorithm(learner.spec.outer.algorithm)
+    searched = learner.spec.architecture.normalization_at_prediction
+    test = score(algorithm, learner, test_tasks, normalization=EXPORTED_NORMALIZATION)
+    search = {
+        "space": config.space.name,
+        "dimensions": sorted(config.space.dimensions),
+        "trials": config.trials,
+        "strategy": config.strategy,
+    }
     export_learner(
         learner,
         out,
@@ -112,10 +121,15 @@ def export_scored(
         source_description={**source.describe(), "task": config.task.model_dump(mode="json")},
         input_transform=source.input_transform(),
         scores={
-            "validation": validation,
-            "test": {**asdict(test), "protocol": protocol.describe(test_source)},
+            "validation": validation | {"normalization_at_prediction": searched},
+            "test": {
+                **asdict(test),
+                "protocol": protocol.describe(test_source),
+                "normalization_at_prediction": EXPORTED_NORMALIZATION,
+            },
         },
-        provenance={**provenance, "training": training},
+        provenance={**provenance, "search": search, "training": training},
+        normalization=EXPORTED_NORMALIZATION,
     )
     accuracy = "" if test.accuracy is None else f", accuracy {test.accuracy:.2%}"
     accuracy += "" if test.accuracy_ci95 is None else f" ± {test.accuracy_ci95:.2%}"
@@ -123,7 +137,8 @@ def export_scored(
     trained = "" if iterations is None else f" (meta-trained {iterations} iterations)"
     console.print(
         f"exported {escape(label)} to [bold]{escape(str(out))}[/]{trained}: meta-test query loss "
-        f"{test.loss:.4g} ± {test.loss_ci95:.2g}{accuracy} on {test.n_tasks} unseen tasks"
+        f"{test.query_loss:.4g} ± {test.query_loss_ci95:.2g}{accuracy} on {test.n_tasks} unseen "
+        f"tasks ({EXPORTED_NORMALIZATION} normalization at prediction)"
     )
     console.print(protocol.summary(test_source), markup=False, highlight=False, soft_wrap=True)
     return test

@@ -14,6 +14,9 @@ from metasearch.devices import resolve_device
 from metasearch.errors import DataError, MetasearchError
 from metasearch.evaluation import Protocol
 from metasearch.export import ExportedLearner, load_learner
+from metasearch.export.exported import NORMALIZATIONS
+from metasearch.learners.networks import has_batch_norm
+from metasearch.spec import NormalizationAtPrediction
 from metasearch.tasks import ClassificationSource, build_task_source
 from metasearch.tasks.images import IMAGE_SUFFIXES, image_files, read_image, refusing_bombs
 
@@ -27,14 +30,16 @@ def evaluate_learner(
     classes_from: str | None,
     data_root: Path | None,
     device: str | None,
+    normalization: str | None = None,
 ) -> None:
     """Scores the learner on ``episodes`` meta-test tasks of the source it was trained on, drawn
-    by the named protocol; ``ways`` and ``shots`` change the tasks' shape."""
+    by the named protocol, normalizing at prediction as ``normalization`` says (by default as
+    exported); ``ways`` and ``shots`` change the tasks' shape."""
     if (ways is not None and ways < 2) or (shots is not None and shots < 1) or episodes < 1:
         raise MetasearchError("--ways takes 2 or more, --shots and --episodes 1 or more")
     protocol = Protocol(protocol_name, episodes, classes_from=classes_from)
     target = resolve_device(device or "auto")
-    exported = load_learner(learner_dir, target)
+    exported = load_learner(learner_dir, target, _normalization(normalization))
     task = exported.metadata["source"].get("task")
     if not isinstance(task, dict) or not task:
         raise MetasearchError(f"{learner_dir} does not record its task source; cannot sample tasks")
@@ -51,24 +56,35 @@ def evaluate_learner(
     scores = exported.score(
         view, "test", protocol.tasks, protocol.seed, protocol.name, protocol.classes_from
     )
-    if not math.isfinite(scores.loss):
+    if not math.isfinite(scores.query_loss):
         raise MetasearchError(
             f"the learner at {learner_dir} gives a non-finite query loss on its meta-test tasks; "
             "export a trial that finished with finite scores"
         )
     line = (
-        f"{scores.n_tasks} meta-test tasks: query loss {scores.loss:.4g} ± {scores.loss_ci95:.2g}"
+        f"{scores.n_tasks} meta-test tasks: query loss {scores.query_loss:.4g} ± "
+        f"{scores.query_loss_ci95:.2g}"
     )
     if scores.accuracy is not None:
         line += f", accuracy {scores.accuracy:.2%} ± {scores.accuracy_ci95:.2%}"
     console = Console()
     console.print(protocol.summary(view), markup=False, highlight=False, soft_wrap=True)
+    normalization = f"batch normalization at prediction: {_described(exported)}"
+    console.print(normalization, markup=False, highlight=False, soft_wrap=True)
     console.print(line)
 
 
-def adapt_to_folders(learner_dir: Path, support: Path, query: Path, device: str | None) -> None:
-    """Adapts to SUPPORT/<class>/<image> and labels every image under QUERY."""
-    exported = load_learner(learner_dir, resolve_device(device or "auto"))
+def adapt_to_folders(
+    learner_dir: Path,
+    support: Path,
+    query: Path,
+    device: str | None,
+    normalization: str | None = None,
+) -> None:
+    """Adapts to SUPPORT/<class>/<image> and labels every image under QUERY, normalizing at
+    prediction as ``normalization`` says (by default as exported)."""
+    target = resolve_device(device or "auto")
+    exported = load_learner(learner_dir, target, _normalization(normalization))
     if exported.learner.task_kind != "classification":
         raise MetasearchError("adapt from image folders needs a classification learner")
     classes = _class_folders(support, "support") if support.is_dir() else []
@@ -95,6 +111,22 @@ def adapt_to_folders(learner_dir: Path, support: Path, query: Path, device: str 
     Console().print(table)
     if all(p.parent != query for p in query_paths):
         Console().print(f"accuracy by the query folders' names: {correct / len(query_paths):.2%}")
+
+
+def _normalization(given: str | None) -> NormalizationAtPrediction | None:
+    if given is not None and given not in NORMALIZATIONS:
+        raise MetasearchError(
+            f"--normalization takes {' or '.join(NORMALIZATIONS)}, not {given!r}"
+        )
+    return given  # type: ignore[return-value]
+
+
+def _described(exported: ExportedLearner) -> str:
+    if not has_batch_norm(exported.learner.network):
+        return f"{exported.normalization} (no batch normalization: the same either way)"
+    if exported.normalization == "support":
+        return "support (the support set's statistics; each query on its own)"
+    return "transductive (each query batch's own statistics, as meta-trained)"
 
 
 def _query_images(query: Path) -> list[Path]:

@@ -310,7 +310,7 @@ class MetaTraining:
         if not every or spent // every <= (spent - last_spend) // every:
             return False
         started = time.perf_counter()
-        validation = score(self.algorithm, self.learner, self.tasks).loss
+        validation = score(self.algorithm, self.learner, self.tasks).query_loss
         self.scoring_seconds += time.perf_counter() - started
         if not math.isfinite(validation):
             raise Diverged(f"diverged: validation loss {validation} at iteration {self.done}")
@@ -367,13 +367,13 @@ class MetaTraining:
         started = time.perf_counter()
         final = score(self.algorithm, self.learner, self.tasks)
         self.scoring_seconds += time.perf_counter() - started
-        if not math.isfinite(final.loss):
+        if not math.isfinite(final.query_loss):
             return self._failed("query loss is not finite after meta-training")
         status: Status = "pruned" if self.pruned else "complete"
         return EvaluationResult(
             status=status,
-            query_loss=final.loss,
-            query_loss_ci95=final.loss_ci95,
+            query_loss=final.query_loss,
+            query_loss_ci95=final.query_loss_ci95,
             accuracy=final.accuracy,
             accuracy_ci95=final.accuracy_ci95,
             n_parameters=self.learner.n_parameters(),

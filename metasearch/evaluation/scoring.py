@@ -11,6 +11,7 @@ from torch import Tensor
 
 from metasearch.algorithms import MetaAlgorithm
 from metasearch.learners.learner import Learner
+from metasearch.spec import NormalizationAtPrediction
 from metasearch.tasks.base import Split, TaskBatch, TaskSource
 
 DEFAULT_EVAL_SEED = 20170309  # MAML's arXiv date: any fixed number serves, if it never changes
@@ -19,11 +20,11 @@ DEFAULT_EVAL_SEED = 20170309  # MAML's arXiv date: any fixed number serves, if i
 @dataclass(frozen=True)
 class Scores:
     """Mean query loss and accuracy after adaptation, each with a 95% confidence half-width
-    over tasks (normal approximation: 1.96 standard errors). Accuracy is ``None`` for
-    regression."""
+    over tasks (normal approximation: 1.96 standard errors), named as in
+    :class:`~metasearch.evaluation.EvaluationResult`. Accuracy is ``None`` for regression."""
 
-    loss: float
-    loss_ci95: float
+    query_loss: float
+    query_loss_ci95: float
     accuracy: float | None
     accuracy_ci95: float | None
     n_tasks: int
@@ -45,13 +46,18 @@ def mean_ci95(values: Tensor) -> tuple[float, float]:
 
 
 def score(
-    algorithm: MetaAlgorithm, learner: Learner, tasks: TaskBatch, chunk_size: int = 32
+    algorithm: MetaAlgorithm,
+    learner: Learner,
+    tasks: TaskBatch,
+    chunk_size: int = 32,
+    normalization: NormalizationAtPrediction | None = None,
 ) -> Scores:
-    """Adapts to each task's support set and scores its query set, ``chunk_size`` tasks at once."""
+    """Adapts to each task's support set and scores its query set, ``chunk_size`` tasks at once,
+    with batch normalization at prediction as ``normalization`` says (by default the spec's)."""
     losses, correct = [], []
     start = time.perf_counter()
     for chunk in tasks.chunks(chunk_size):
-        outputs = algorithm.predict_tasks(learner, chunk)
+        outputs = algorithm.predict_tasks(learner, chunk, normalization)
         losses.append(torch.stack([learner.loss(o, y) for o, y in zip(outputs, chunk.query_y)]))
         if learner.task_kind == "classification":
             correct.append((outputs.argmax(-1) == chunk.query_y).double().mean(1))

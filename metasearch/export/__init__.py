@@ -1,11 +1,13 @@
-"""Exported learners: a directory with ``learner.json`` and ``weights.safetensors``.
+"""Exported learners: a directory with ``learner.json``, ``weights.safetensors`` and a
+``README.md`` model card.
 
-``export_learner`` writes one; ``load_learner`` reads it back, checked, as an
-:class:`ExportedLearner` that adapts to a new task from its support set.
+``export_learner`` (or :meth:`ExportedLearner.save`) writes one; ``load_learner`` (or
+:meth:`ExportedLearner.from_pretrained`) reads it back, checked, as an :class:`ExportedLearner`
+that adapts to a new task from its support set.
 """
 
 from metasearch.errors import ArtifactError
-from metasearch.export.exported import AdaptedLearner, ExportedLearner
-from metasearch.export.exporting import export_learner, load_learner
+from metasearch.export.exported import AdaptedLearner, ExportedLearner, load_learner
+from metasearch.export.exporting import export_learner
 
 __all__ = ["AdaptedLearner", "ArtifactError", "ExportedLearner", "export_learner", "load_learner"]

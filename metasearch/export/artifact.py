@@ -1,12 +1,15 @@
-"""The files of an exported learner: ``learner.json`` beside ``weights.safetensors``.
+"""The files of an exported learner: ``learner.json`` beside ``weights.safetensors`` and a
+``README.md`` made from the metadata.
 
 ``learner.json`` holds the format name and version, the provenance, the SHA-256 of the weights
 file and the name and shape of every tensor, next to what the caller puts in it, and the SHA-256
 of all of that (``metadata_sha256``, over the canonical JSON of the document without it), so
 that the checksums cover the whole artifact. They detect corruption, not tampering: whoever can
-edit the files can recompute them. Both files are written under temporary names and moved into
+edit the files can recompute them. The files are written under temporary names and moved into
 place, the metadata last (an earlier metadata file is removed first), so a crash never leaves a
-directory that looks complete. Tensors are stored with safetensors: raw arrays, never code.
+directory that looks complete; they are readable by all (mode 0644, a folder it makes 0755), so
+the folder can be handed on as it is. Tensors are stored with safetensors: raw arrays, never
+code. Format version 2 (scores keyed ``loss``) is still read; the caller upgrades its content.
 
 Reading checks sizes before content: ``learner.json`` at most ``MAX_METADATA_BYTES``, nesting at
 most ``MAX_JSON_DEPTH`` levels, the weights at most ``MAX_WEIGHTS_BYTES``, both regular files;
@@ -16,11 +19,13 @@ weights must be finite.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
 import re
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,9 +42,20 @@ from metasearch.reading import read_capped
 from metasearch.spec import format_validation_error
 
 FORMAT = "metasearch-learner"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 METADATA_FILE = "learner.json"
 WEIGHTS_FILE = "weights.safetensors"
+CARD_FILE = "README.md"
+FILE_MODE, FOLDER_MODE = 0o644, 0o755
+RECORDED_PROVENANCE = (
+    "metasearch_version",
+    "torch_version",
+    "optuna_version",
+    "python_version",
+    "created_utc",
+)
+"""What every export records in ``provenance`` itself, beside the caller's part."""
 CHECKSUM = "metadata_sha256"
 EXPORT_AGAIN = "export the learner again"
 MAX_METADATA_BYTES = 1 << 20
@@ -57,7 +73,7 @@ class _Weights(BaseModel):
 
 
 class _Envelope(BaseModel):
-    """What every format-1 ``learner.json`` holds besides the caller's content."""
+    """What every ``learner.json`` holds besides the caller's content."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -67,11 +83,16 @@ class _Envelope(BaseModel):
 
 
 def write_artifact(
-    out_dir: Path, content: dict[str, Any], tensors: dict[str, Tensor], provenance: dict[str, Any]
+    out_dir: Path,
+    content: dict[str, Any],
+    tensors: dict[str, Tensor],
+    provenance: dict[str, Any],
+    card: Callable[[dict[str, Any]], str],
 ) -> None:
-    """Writes ``tensors`` and a ``learner.json`` of ``content`` plus format, version,
-    provenance (versions and creation time, then ``provenance``) and the checksums. Raises
-    ``ValueError`` for tensors that are not finite: such a learner could not be loaded."""
+    """Writes ``tensors``, a ``learner.json`` of ``content`` plus format, version, provenance
+    (versions and creation time, then ``provenance``) and the checksums, and ``README.md``,
+    ``card`` of that metadata. Raises ``ValueError`` for tensors that are not finite: such a
+    learner could not be loaded."""
     arrays = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     if problem := _non_finite(arrays):
         raise ValueError(f"cannot export a learner whose {problem}")
@@ -89,10 +110,14 @@ def write_artifact(
     document = json.loads(json.dumps(document))  # as it will be read back
     document[CHECKSUM] = metadata_checksum(document)
     metadata = (json.dumps(document, indent=2) + "\n").encode()
+    readme = card(document).encode()
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if not out_dir.is_dir():
+            out_dir.mkdir(parents=True)
+            out_dir.chmod(FOLDER_MODE)  # whatever the umask: the folder is made to be handed on
         (out_dir / METADATA_FILE).unlink(missing_ok=True)  # incomplete until the new one lands
         _write_atomically(out_dir / WEIGHTS_FILE, weights)
+        _write_atomically(out_dir / CARD_FILE, readme)
         _write_atomically(out_dir / METADATA_FILE, metadata)
     except OSError as error:
         raise ArtifactError(
@@ -130,6 +155,7 @@ def _provenance(extra: dict[str, Any]) -> dict[str, Any]:
     recorded = {
         "metasearch_version": _metasearch_version(),
         "torch_version": str(torch.__version__),
+        "optuna_version": _installed("optuna"),
         "python_version": platform.python_version(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -139,9 +165,18 @@ def _provenance(extra: dict[str, Any]) -> dict[str, Any]:
     return recorded | extra
 
 
+def _installed(package: str) -> str | None:
+    """The installed version of ``package`` (read, not imported), ``None`` where absent."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
+        os.fchmod(handle, FILE_MODE)  # mkstemp makes it private (0600)
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
@@ -179,13 +214,14 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
             f"{FORMAT!r}); pass the directory that export_learner wrote"
         )
     version = metadata.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         provenance = metadata.get("provenance")
         writer = provenance.get("metasearch_version") if isinstance(provenance, dict) else None
         raise ArtifactError(
             f"{path} has format version {version!r}, exported by an incompatible metasearch "
             f"version {writer or 'unknown'}; re-export it with this version (metasearch "
-            f"{_metasearch_version()} reads format version {FORMAT_VERSION})"
+            f"{_metasearch_version()} reads format versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
         )
     if metadata.get(CHECKSUM) != metadata_checksum(metadata):
         raise ArtifactError(

@@ -1,8 +1,10 @@
-"""``export_learner`` and ``load_learner``: a learner to a directory and back."""
+"""``export_learner`` and ``read_learner``: a learner to a directory and back (wrapped, for
+use, by :class:`~metasearch.export.ExportedLearner`)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,10 +20,10 @@ from metasearch.export.artifact import (
     shape_mismatch,
     write_artifact,
 )
-from metasearch.export.exported import ExportedLearner
-from metasearch.export.transforms import make_transform
+from metasearch.export.card import model_card
+from metasearch.export.transforms import Transform, make_transform
 from metasearch.learners import Learner, build_learner
-from metasearch.spec import LearnerSpec, format_validation_error
+from metasearch.spec import LearnerSpec, NormalizationAtPrediction, format_validation_error
 from metasearch.tasks import TaskKind
 from metasearch.tasks.images import MAX_IMAGE_SIZE
 
@@ -42,6 +44,15 @@ class _Content(BaseModel):
     input_transform: dict[str, Any]
     source: dict[str, Any]
     scores: dict[str, Any]
+    normalization_at_prediction: NormalizationAtPrediction
+
+
+EXPORTED_NORMALIZATION: NormalizationAtPrediction = "support"
+"""How an exported learner normalizes when it predicts, unless told otherwise: by its support
+set's statistics, so that a query's class does not depend on the queries beside it."""
+OLD_SCORE_NAMES = {"loss": "query_loss", "loss_ci95": "query_loss_ci95"}
+"""Format version 2 keyed the meta-test scores ``loss``; version 3 names them as the
+validation scores are named."""
 
 
 def export_learner(
@@ -53,14 +64,19 @@ def export_learner(
     input_transform: dict[str, Any] | None = None,
     scores: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    normalization: NormalizationAtPrediction = EXPORTED_NORMALIZATION,
 ) -> Path:
-    """Writes ``learner`` to ``out_dir`` as ``learner.json`` and ``weights.safetensors``,
-    replacing an earlier export there, and returns the directory.
+    """Writes ``learner`` to ``out_dir`` as ``learner.json``, ``weights.safetensors`` and a
+    ``README.md`` model card made from the metadata, replacing an earlier export there, and
+    returns the directory.
 
     ``input_shape``, ``source_description`` and ``input_transform`` come from the task source
     (``source.input_shape``, ``describe()``, ``input_transform()``; without a transform, inputs
-    pass as given); ``scores`` and ``provenance`` (a study name, a trial number) are stored as
-    given, all as JSON.
+    pass as given); ``scores`` (``validation`` and ``test``, each keyed ``query_loss``,
+    ``accuracy`` and their ``_ci95``) and ``provenance`` (a study name, a trial number) are
+    stored as given, all as JSON. ``normalization`` is how the loaded learner normalizes by
+    default when it predicts (``support`` or ``transductive``, see
+    :class:`~metasearch.spec.ArchitectureSpec`).
     """
     input_shape = tuple(input_shape)
     source_description, scores = source_description or {}, scores or {}
@@ -81,19 +97,35 @@ def export_learner(
         input_transform=input_transform,
         source=source_description,
         scores=scores,
+        normalization_at_prediction=normalization,
     )
     directory = Path(out_dir)
-    write_artifact(directory, content.model_dump(mode="json"), tensors, provenance or {})
+    write_artifact(
+        directory, content.model_dump(mode="json"), tensors, provenance or {}, model_card
+    )
     return directory
 
 
-def load_learner(
-    path: str | os.PathLike[str], device: torch.device | str = "cpu"
-) -> ExportedLearner:
-    """The learner exported to the directory ``path``, on ``device``; raises
-    :class:`ArtifactError` where the export is missing, corrupt or from another format."""
+@dataclass(frozen=True)
+class ReadLearner:
+    """What :func:`read_learner` finds: the learner, the whole (upgraded) ``learner.json``,
+    the input shape, the transform of raw inputs and the recorded normalization."""
+
+    learner: Learner
+    metadata: dict[str, Any]
+    input_shape: tuple[int, ...]
+    transform: Transform
+    normalization: NormalizationAtPrediction
+
+
+def read_learner(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> ReadLearner:
+    """The learner exported to the directory ``path``, on ``device``; format version 2's
+    metadata comes upgraded (scores renamed, transductive normalization, as those learners
+    predicted). Raises :class:`ArtifactError` where the export is missing, corrupt or from
+    another format."""
     directory = Path(path)
     metadata, tensors = read_artifact(directory)
+    metadata = _upgraded(metadata)
     where = directory / METADATA_FILE
     try:
         content = _Content.model_validate(metadata)
@@ -116,7 +148,23 @@ def load_learner(
         )
     learner = build_learner(*described, device=device)
     learner.load_state_tensors(tensors)
-    return ExportedLearner(learner, metadata, content.input_shape, transform)
+    return ReadLearner(
+        learner, metadata, content.input_shape, transform, content.normalization_at_prediction
+    )
+
+
+def _upgraded(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Format version 2's metadata as version 3 holds it: meta-test scores renamed
+    (:data:`OLD_SCORE_NAMES`) and transductive normalization, as those learners predicted."""
+    if metadata["format_version"] != 2:
+        return metadata
+    upgraded = metadata | {"normalization_at_prediction": "transductive"}
+    scores = metadata.get("scores")
+    test = scores.get("test") if isinstance(scores, dict) else None
+    if isinstance(test, dict):
+        test = {OLD_SCORE_NAMES.get(key, key): value for key, value in test.items()}
+        upgraded["scores"] = scores | {"test": test}
+    return upgraded
 
 
 def _shapes(learner: Learner) -> dict[str, tuple[int, ...]]:

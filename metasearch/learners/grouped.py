@@ -5,7 +5,9 @@ every parameter gets a leading group dimension ``[G, *shape]``, and every input 
 (``[G, N, *input]``). Feature maps keep the groups in the channel dimension, ``[N, G*C, H, W]``
 in channels-last memory, so that a convolution is one grouped convolution (``groups=G``), and
 batch, layer and instance normalization are the fused kernels over ``G*C`` channels: each
-group is still normalized by its own statistics. Dense layers are batched matrix products.
+group is still normalized by its own statistics (of its first rows alone under
+:func:`~metasearch.learners.networks.statistics_from_first`). Dense layers are batched matrix
+products.
 
 This is the same function as running each group's network alone, with plain autograd through
 it; on the CPU it avoids the slow batching rules of pooling and normalization under ``vmap``.
@@ -45,7 +47,14 @@ def _conv(module: nn.Module, h: Tensor, weight: Opt, bias: Opt, g: int) -> Tenso
 
 def _batch_norm_maps(module: nn.Module, h: Tensor, weight: Opt, bias: Opt, g: int) -> Tensor:
     assert isinstance(module, BatchStatNorm) and weight is not None and bias is not None
-    return F.batch_norm(h, None, None, weight.flatten(), bias.flatten(), True, 0.0, module.eps)
+    if module.statistics_rows is None:
+        return F.batch_norm(h, None, None, weight.flatten(), bias.flatten(), True, 0.0, module.eps)
+    h = at_least_float32(h)
+    reference = h[: module.statistics_rows]
+    mean = reference.mean((0, 2, 3), keepdim=True)
+    var = (reference - mean).pow(2).mean((0, 2, 3), keepdim=True)
+    scale = torch.rsqrt(var + module.eps) * weight.reshape(1, -1, 1, 1)
+    return (h - mean) * scale + bias.reshape(1, -1, 1, 1)
 
 
 def _group_norm(module: nn.Module, h: Tensor, weight: Opt, bias: Opt, g: int) -> Tensor:
@@ -66,8 +75,9 @@ def _linear(module: nn.Module, h: Tensor, weight: Opt, bias: Opt, g: int) -> Ten
 def _batch_norm_rows(module: nn.Module, h: Tensor, weight: Opt, bias: Opt, g: int) -> Tensor:
     assert isinstance(module, BatchStatNorm) and weight is not None and bias is not None
     h = at_least_float32(h)
-    mean = h.mean(1, keepdim=True)
-    var = (h - mean).pow(2).mean(1, keepdim=True)
+    reference = h if module.statistics_rows is None else h[:, : module.statistics_rows]
+    mean = reference.mean(1, keepdim=True)
+    var = (reference - mean).pow(2).mean(1, keepdim=True)
     return (h - mean) * torch.rsqrt(var + module.eps) * weight[:, None] + bias[:, None]
 
 
@@ -178,7 +188,9 @@ class GroupedLearner:
             body = self.network.body
             names = ("body.0.weight", "body.0.bias", "body.1.weight", "body.1.bias")
             block = [params.get(name) for name in names]
-            weight, bias = fold_input_norm(body[0], body[1], h, block, groups)
+            rows = body[1].statistics_rows
+            reference = h if rows is None else h[:rows]
+            weight, bias = fold_input_norm(body[0], body[1], reference, block, groups)
             h = _conv(body[0], h, weight, bias, groups)
             order = order[2:]
         for index in order:

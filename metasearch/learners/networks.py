@@ -3,10 +3,15 @@
 Every network is a ``body`` (the feature extractor) followed by a linear ``head``, so that ANIL
 can adapt the head alone and Prototypical Networks can use the body as their embedding.
 Normalization always uses the current batch's statistics and keeps no running statistics, so
-under ``vmap`` each task is normalized by its own support or query set.
+under ``vmap`` each task is normalized by its own support or query set; under
+:func:`statistics_from_first` only the first rows of a batch give them (the support set placed
+before the queries).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +34,11 @@ class BatchStatNorm(nn.Module):
     Written with elementary operations rather than ``F.batch_norm``: under ``vmap`` of a
     second-order ``torch.func.grad``, the fused kernel's batching rule returns wrong
     meta-gradients (checked against a per-task loop in the tests), while these are exact.
+    Where ``statistics_rows`` is set (:func:`statistics_from_first`), the statistics are those
+    of the batch's first ``statistics_rows`` examples alone.
     """
+
+    statistics_rows: int | None = None
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -40,12 +49,33 @@ class BatchStatNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = at_least_float32(x)  # statistics of bfloat16 values lose too much
         dims = [0, *range(2, x.dim())]
-        mean = x.mean(dims, keepdim=True)
-        var = (x - mean).pow(2).mean(dims, keepdim=True)
+        reference = x if self.statistics_rows is None else x[: self.statistics_rows]
+        mean = reference.mean(dims, keepdim=True)
+        var = (reference - mean).pow(2).mean(dims, keepdim=True)
         shape = (1, -1, *[1] * (x.dim() - 2))
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(
             shape
         )
+
+
+def has_batch_norm(network: nn.Module) -> bool:
+    """Whether ``network`` normalizes by batch statistics anywhere."""
+    return any(isinstance(module, BatchStatNorm) for module in network.modules())
+
+
+@contextmanager
+def statistics_from_first(network: nn.Module, rows: int) -> Iterator[None]:
+    """Within it, every batch normalization of ``network`` takes its statistics from the first
+    ``rows`` examples of each batch only, so the outputs of the later ones do not depend on each
+    other (``network`` is a template shared by all calls: not for concurrent use)."""
+    norms = [module for module in network.modules() if isinstance(module, BatchStatNorm)]
+    for norm in norms:
+        norm.statistics_rows = rows
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.statistics_rows = None
 
 
 def at_least_float32(x: Tensor) -> Tensor:
