@@ -37,7 +37,7 @@ def one_line_error(result: Any, *expected: str) -> str:
 
 def row(output: str, name: str) -> list[str]:
     for line in output.splitlines():
-        parts = [part.strip() for part in line.split("│")]
+        parts = [part.strip() for part in line.replace("┃", "│").split("│")]
         if len(parts) > 2 and parts[1] == name:
             return parts[2:-1]
     raise AssertionError(f"no study {name!r} in\n{output}")
@@ -91,39 +91,53 @@ def test_delete_asks_then_removes_the_study_and_its_files(
 ) -> None:
     url, _, _ = storage
     weights = tmp_path / "shared.weights"
-    uuid = optuna.load_study(study_name="tiny", storage=url).user_attrs["study_uuid"]
-    assert list((weights / "tiny" / uuid).glob("trial-*.safetensors"))
+    tiny = artifact_files(weights, url, "tiny")
+    assert tiny and all(path.is_file() for path in tiny)
     declined = run("studies", "--storage", url, "--delete", "tiny", stdin="n\n")
     assert declined.exit_code == 1 and "nothing deleted" in declined.output
     unanswered = run("studies", "--storage", url, "--delete", "tiny", stdin="")
     assert unanswered.exit_code == 1 and "nothing deleted" in unanswered.output
-    assert "tiny" in optuna.get_all_study_names(url) and (weights / "tiny" / uuid).is_dir()
+    assert "tiny" in optuna.get_all_study_names(url) and all(path.is_file() for path in tiny)
 
+    slow = artifact_files(weights, url, "slow")
     deleted = run("studies", "--storage", url, "--delete", "tiny", stdin="y\n")
     assert deleted.exit_code == 0, deleted.output
     assert "2 trials (2 complete)" in deleted.output and "deleted study tiny" in deleted.output
     assert optuna.get_all_study_names(url) == ["slow"]
-    assert not (weights / "tiny").exists()  # the folder of its name went with it
-    assert weights.is_dir()  # the other study's
+    assert not any(path.exists() for path in tiny)  # its trials' weights went with it
+    assert all(path.is_file() for path in slow)  # the other study's stay
     assert run("studies", "--storage", url).stdout.count("│ slow") == 1
 
     gone = run("studies", "--storage", url, "--delete", "slow", "--yes")
     assert gone.exit_code == 0, gone.output
-    assert not weights.exists()
+    assert not [path for path in weights.rglob("*") if path.is_file()]
     empty = run("studies", "--storage", url)
     assert empty.exit_code == 1 and "no studies in" in empty.stderr and not empty.stdout
+
+
+def artifact_files(store: Path, url: str, name: str) -> list[Path]:
+    """The files in ``store`` of the artifacts that study ``name``'s trials list."""
+    study = optuna.load_study(study_name=name, storage=url)
+    ids = {
+        meta.artifact_id
+        for trial in study.trials
+        for meta in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+    }
+    return [path for path in store.rglob("*") if path.is_file() and path.name in ids]
 
 
 def test_a_new_study_of_a_deleted_ones_name_starts_afresh(tmp_path: Path) -> None:
     study = write_tiny_study(tmp_path, trials=1, budget=BUDGET)
     url = f"sqlite:///{tmp_path / 'tiny.db'}"
     assert run("search", study).exit_code == 0
+    before = artifact_files(tmp_path / "tiny.weights", url, "tiny")
+    assert before
     assert run("studies", study, "--delete", "tiny", "--yes").exit_code == 0
     assert run("search", study).exit_code == 0
     again = optuna.load_study(study_name="tiny", storage=url)
     assert [t.number for t in again.trials] == [0]
-    folders = list((tmp_path / "tiny.weights" / "tiny").iterdir())
-    assert [f.name for f in folders] == [again.user_attrs["study_uuid"]]
+    after = artifact_files(tmp_path / "tiny.weights", url, "tiny")
+    assert after and not any(path.exists() for path in before)
 
 
 def test_mistakes_get_one_line(tmp_path: Path) -> None:

@@ -158,7 +158,8 @@ def _relay(process: subprocess.Popen[str], index: int, console: Console) -> thre
     def relay() -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            console.print(f"worker {index}: {line.rstrip()}", markup=False, highlight=False)
+            text = f"worker {index}: {line.rstrip()}"
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     thread = threading.Thread(target=relay, daemon=True)
     thread.start()

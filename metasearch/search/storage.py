@@ -169,9 +169,10 @@ def _proxy_address(typed: str) -> tuple[str, int]:
 
 def keeps_heartbeats(storage: str | optuna.storages.BaseStorage | None) -> bool:
     """Whether running trials in ``storage`` (a URL, a storage, or None: in memory) keep
-    heartbeats: database storages opened here do; in-memory and journal storages do not."""
+    heartbeats: database storages opened here do (SQLite included); in-memory, journal and proxy
+    storages do not."""
     if isinstance(storage, str):
-        return parse(storage).kind == "database"
+        return parse(storage).kind in ("sqlite", "database")
     return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
 
 
