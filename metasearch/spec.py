@@ -283,14 +283,16 @@ APPLIES: dict[str, dict[str, tuple[Any, ...]]] = {
     "outer.first_order_fraction": {"outer.algorithm": ("mamlpp",)},
     "outer.train_ways": {"outer.algorithm": ("protonet",)},
     "outer.train_shots": {"outer.algorithm": ("protonet",)},
+    "outer.train_query_shots": {"outer.algorithm": ("protonet",)},
     "outer.distance": {"outer.algorithm": ("protonet",)},
+    "outer.lr_halving_every": {"outer.lr_schedule": ("step",)},
 }
 """Where a spec field means something, written as a search space's ``when:``: every named
 field has one of the values listed; fields not listed always do. Elsewhere the learner ignores
 the field: kernel and pooling outside the conv family, the head outside feature maps, the
 output layer and the inner loop of Prototypical Networks (which have neither), the granularity
 of fixed inner rates (each equals ``inner.lr``), the options of MAML++ and of Prototypical
-Networks under other algorithms."""
+Networks under other algorithms, the halving period of other schedules."""
 
 
 def applies(field: str, values: Mapping[str, Any]) -> bool:
