@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from rich.text import Text
 from metasearch.commands.common import load_config, load_existing_study, study_storage
 from metasearch.errors import MetasearchError
 from metasearch.report import write_report
-from metasearch.search.results import applicable, objective_names, trials_frame
+from metasearch.search.results import applicable, missing, objective_names, trials_frame
 from metasearch.search.storage import open_for_reading
 from metasearch.search.weights import study_files
 
@@ -64,7 +63,7 @@ def _table(
     the trials shown (:func:`_shared` lists those they share). A field that does not apply to
     a trial's learner stays empty."""
     rows = [c for c in dict.fromkeys(("state", *objectives, *SUMMARY_COLUMNS)) if c in frame]
-    rows = [c for c in rows if not frame[c].map(_missing).all()]
+    rows = [c for c in rows if not frame[c].map(missing).all()]
     if (frame["state"] == "COMPLETE").all():
         rows.remove("state")
     kind = "Pareto front" if len(objectives) > 1 else "best trials"
@@ -118,12 +117,12 @@ def _label(column: str) -> str:
 
 def _cell(row: pd.Series, column: str) -> str:
     value = row[column]
-    if column == "accuracy" and not _missing(value):
+    if column == "accuracy" and not missing(value):
         ci = row.get("accuracy_ci95")
-        return f"{value:.2%}" + ("" if _missing(ci) else f" ± {ci:.2%}")
-    if column == "query_loss" and "query_loss_ci95" in row and not _missing(row["query_loss_ci95"]):
+        return f"{value:.2%}" + ("" if missing(ci) else f" ± {ci:.2%}")
+    if column == "query_loss" and "query_loss_ci95" in row and not missing(row["query_loss_ci95"]):
         return f"{value:.4g} ± {row['query_loss_ci95']:.2g}"
-    if _missing(value):
+    if missing(value):
         return "-"
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         return f"{value:,}"
@@ -138,10 +137,6 @@ def _json_list(value: object) -> object:
     """Lists (and the genotype's mappings) as JSON, ``[102, 119]``, as ``--format json`` has
     them: a CSV reader gets them back with ``json.loads``."""
     return json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
-def _missing(value: object) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def write_study_report(study_file: Path, out: Path, storage: str | None) -> Path:

@@ -4,13 +4,11 @@ sets it apart, so that the table reads without scrolling sideways."""
 from __future__ import annotations
 
 import html
-import math
-from typing import Any
 
 import optuna
 import pandas as pd
 
-from metasearch.search.results import objective_names, trials_frame
+from metasearch.search.results import missing, objective_names, trials_frame
 
 ROWS = 50
 """Trials listed, best first; ``metasearch show --format csv`` prints them all."""
@@ -33,7 +31,7 @@ def trials_table(study: optuna.Study) -> str:
         return "<p class=note>No trials yet.</p>"
     names = objective_names(study)
     columns = [c for c in (*names, *(s for s in SCORES if s not in names)) if c in frame]
-    columns = [c for c in columns if not frame[c].map(_missing).all()]
+    columns = [c for c in columns if not frame[c].map(missing).all()]
     if not (frame["state"] == "COMPLETE").all():
         columns.insert(0, "state")
     spec = [c for c in frame.columns if "." in c and c != TRAINED]
@@ -72,15 +70,15 @@ def _label(column: str) -> str:
 def _cell(row: pd.Series, column: str) -> str:
     """A value as the table shows it: scores with their 95% confidence half-widths."""
     value = row[column]
-    if _missing(value):
+    if missing(value):
         return "-"
     ci = row.get(f"{column}_ci95")
     if column == "accuracy":
-        return f"{value:.2%}" + ("" if _missing(ci) else f" ± {ci:.2%}")
+        return f"{value:.2%}" + ("" if missing(ci) else f" ± {ci:.2%}")
     if column in COUNTS:
         return f"{int(value):,}"
     if isinstance(value, float):
-        return f"{value:.4g}" + ("" if _missing(ci) else f" ± {ci:.2g}")
+        return f"{value:.4g}" + ("" if missing(ci) else f" ± {ci:.2g}")
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
     return str(value)
@@ -90,9 +88,5 @@ def _details(row: pd.Series, varying: list[str]) -> str:
     fields = " · ".join(
         f"<b>{html.escape(_label(c))}</b>={html.escape(_cell(row, c))}" for c in varying
     )
-    why = next((row[c] for c in ("failure", "reason") if not _missing(row.get(c))), None)
+    why = next((row[c] for c in ("failure", "reason") if not missing(row.get(c))), None)
     return fields + (f" <span class=note>({html.escape(str(why))})</span>" if why else "")
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))

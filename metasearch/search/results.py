@@ -73,6 +73,11 @@ def objective_names(study: optuna.Study) -> list[str]:
     )
 
 
+def missing(value: Any) -> bool:
+    """Whether a cell of :func:`trials_frame` holds no value (None, NaN or pandas' NA)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, best first: ``number``, ``state``, the objective values, the scores
     and costs of its evaluation, ``pareto`` (multi-objective studies), ``failure`` and the spec's
