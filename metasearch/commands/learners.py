@@ -115,9 +115,7 @@ def adapt_to_folders(
 
 def _normalization(given: str | None) -> NormalizationAtPrediction | None:
     if given is not None and given not in NORMALIZATIONS:
-        raise MetasearchError(
-            f"--normalization takes {' or '.join(NORMALIZATIONS)}, not {given!r}"
-        )
+        raise MetasearchError(f"--normalization takes {' or '.join(NORMALIZATIONS)}, not {given!r}")
     return given  # type: ignore[return-value]
 
 
