@@ -139,11 +139,26 @@ def load(path: Path) -> optuna.Study:
     return optuna.load_study(study_name=config.name, storage=storage)
 
 
-def wait_for_a_checkpointed_trial(path: Path, tmp_path: Path, timeout: float) -> Any:
-    """A running trial that has written a checkpoint (its files sit beside the study)."""
+def wait_for_a_checkpointed_trial(
+    path: Path, tmp_path: Path, workers: list[subprocess.Popen[bytes]], timeout: float
+) -> Any:
+    """A running trial that has written a checkpoint (its files sit beside the study).
+
+    The study is read only once a checkpoint file exists, so the polling barely touches the
+    database the workers write to; a worker that exits early fails the wait with its log.
+    """
     end = time.monotonic() + timeout
     config = load_study_file(path)
     while time.monotonic() < end:
+        exited = [w for w in workers if w.poll() is not None]
+        if exited:
+            raise AssertionError(
+                f"a worker exited with {exited[0].returncode} before a checkpoint:\n"
+                + worker_logs(tmp_path)
+            )
+        if not any(tmp_path.glob("**/checkpoints/trial-*/state.safetensors")):
+            time.sleep(0.2)
+            continue
         try:
             study = load(path)
         except (KeyError, MetasearchError):  # the study is not created yet
@@ -158,7 +173,11 @@ def wait_for_a_checkpointed_trial(path: Path, tmp_path: Path, timeout: float) ->
             if (checkpoints / f"trial-{trial.number}" / "state.safetensors").is_file():
                 return trial
         time.sleep(0.2)
-    raise AssertionError("no trial wrote a checkpoint in time")
+    raise AssertionError("no trial wrote a checkpoint in time:\n" + worker_logs(tmp_path))
+
+
+def worker_logs(tmp_path: Path) -> str:
+    return "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("*.log")))
 
 
 def finish(processes: list[subprocess.Popen[bytes]], tmp_path: Path, timeout: float) -> None:
@@ -167,15 +186,14 @@ def finish(processes: list[subprocess.Popen[bytes]], tmp_path: Path, timeout: fl
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-            logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("*.log")))
-            raise AssertionError(f"worker {index} did not finish:\n{logs}") from None
+            raise AssertionError(f"worker {index} did not finish:\n{worker_logs(tmp_path)}") from None
 
 
 def test_sigterm_checkpoints_the_running_trial_and_a_rerun_resumes_it(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     path = study_file(tmp_path, storage, trials=2, budget={"iterations": 600, "eval_tasks": 20})
     worker = start_worker(path, tmp_path, "worker.log")
-    trial = wait_for_a_checkpointed_trial(path, tmp_path, timeout=120)
+    trial = wait_for_a_checkpointed_trial(path, tmp_path, [worker], timeout=240)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "worker.log").read_text()
 
@@ -203,7 +221,7 @@ def test_three_workers_one_killed_mid_trial_end_with_exactly_the_trials_asked(
     assert POSTGRES is not None
     path = study_file(tmp_path, POSTGRES)
     workers = [start_worker(path, tmp_path, f"worker{i}.log") for i in range(3)]
-    victim = wait_for_a_checkpointed_trial(path, tmp_path, timeout=180)
+    victim = wait_for_a_checkpointed_trial(path, tmp_path, workers, timeout=240)
     pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
     finish([w for w in workers if w.pid != pid], tmp_path, timeout=400)

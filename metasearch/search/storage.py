@@ -67,6 +67,8 @@ MAX_RETRIES = 3
 """How often a trial whose worker died is retried."""
 CONNECT_TIMEOUT = 10
 """Seconds to wait for a database server to answer."""
+SQLITE_BUSY_TIMEOUT = 60
+"""Seconds a SQLite connection waits for another one's lock before it gives up."""
 JOURNAL_PREFIX = "journal:"
 PROXY_PREFIX = "grpc://"
 LOCK_STUDY = "metasearch:creating-a-study"
@@ -487,6 +489,9 @@ def _engine(location: Location) -> sqlalchemy.Engine:
 
 
 def _engine_kwargs(location: Location) -> dict[str, object]:
-    if make_url(location.url).get_backend_name() == "postgresql":
+    backend = make_url(location.url).get_backend_name()
+    if backend == "postgresql":
         return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
+    if backend == "sqlite":  # a reader (`show`, a report) holding the file must not fail a worker
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
     return {}
