@@ -2,8 +2,9 @@
 
 Each implementation runs the step that :mod:`metasearch.evaluation.evaluator` runs: sample a
 meta-batch, compute the meta-gradient of every meta-learned tensor, set ``.grad`` and take an
-Adam step. ``metasearch`` is the package's batched path (``MetaAlgorithm.meta_gradients``: the
-tasks as one hand-batched network); ``loop`` is a reference written here with plain
+Adam step. ``metasearch`` is the package's path on the engine it picks (the grouped engine:
+the tasks as one hand-batched network), ``metasearch-vmap`` its vmap engine (the reference
+engine, per-task code under ``torch.func.vmap``); ``loop`` is a reference written here with plain
 ``torch.autograd``, one task after another; ``learn2learn`` and ``higher`` are those libraries'
 MAML, the standard way (:mod:`peers`). All start from the same initialization and draw the same
 batches, so their meta-gradients on the first batch must agree; the ``grad_max_abs_diff`` column
@@ -57,6 +58,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from metasearch.algorithms import get_algorithm
 from metasearch.algorithms.base import query_precision
+from metasearch.engines import GROUPED, EngineChoice, choose_engine
 from metasearch.evaluation.allocator import retain_freed_memory
 from metasearch.learners import Learner, build_learner
 from metasearch.spec import LearnerSpec
@@ -126,22 +128,27 @@ MetaStep = Callable[[TaskBatch], None]
 """Leaves the meta-gradient of one batch in ``.grad`` of every ``learner.meta_tensors()``."""
 
 
-def metasearch_step(learner: Learner, config: Config) -> MetaStep:
-    """The package's batched path, exactly as the evaluator calls it."""
-    algorithm = get_algorithm(config.algorithm)
-    meta_tensors = learner.meta_tensors()
+def engine_step(engine: EngineChoice) -> Callable[[Learner, Config], MetaStep]:
+    """The package's path on ``engine``, exactly as the evaluator calls it."""
 
-    def step(batch: TaskBatch) -> None:
-        result = algorithm.meta_gradients(learner, batch, 0.0)
-        for tensor, grad in zip(meta_tensors, result.grads, strict=True):
-            tensor.grad = grad
+    def factory(learner: Learner, config: Config) -> MetaStep:
+        algorithm = get_algorithm(config.algorithm)
+        chosen = choose_engine(learner, engine)
+        meta_tensors = learner.meta_tensors()
 
-    return step
+        def step(batch: TaskBatch) -> None:
+            result = chosen.meta_gradients(algorithm, [learner], batch, 0.0)[0]
+            for tensor, grad in zip(meta_tensors, result.grads, strict=True):
+                tensor.grad = grad
+
+        return step
+
+    return factory
 
 
 def loop_step(learner: Learner, config: Config) -> MetaStep:
     """Reference: one task at a time with plain autograd, accumulating ``.backward()``."""
-    first_order = get_algorithm(config.algorithm).first_order(learner, 0.0)
+    first_order = get_algorithm(config.algorithm).first_order(learner.spec, 0.0)
     adapted = learner.adapted_names
 
     def step(batch: TaskBatch) -> None:
@@ -155,12 +162,19 @@ def loop_step(learner: Learner, config: Config) -> MetaStep:
                     create_graph=not first_order,
                 )
                 for name, grad in zip(adapted, grads, strict=True):
-                    fast[name] = fast[name] - learner.inner_lrs(name, inner_step) * grad
-            with query_precision(learner, query_x.device):
+                    fast[name] = fast[name] - _rate(learner, name, inner_step) * grad
+            with query_precision(learner.spec, query_x.device):
                 outputs = functional_call(learner.network, fast, (query_x,))
             (learner.loss(outputs, query_y) / batch.n_tasks).backward()
 
     return step
+
+
+def _rate(learner: Learner, name: str, step: int) -> Tensor:
+    """The inner rate of ``name`` at ``step``, read from the stored meta-state."""
+    state = learner.meta_state
+    rates = state["inner_lr.*"] if "inner_lr.*" in state else state[f"inner_lr.{name}"]
+    return rates[step if rates.shape[0] > 1 else 0]
 
 
 def learn2learn_step(learner: Learner, config: Config) -> MetaStep:
@@ -173,14 +187,20 @@ def higher_step(learner: Learner, config: Config) -> MetaStep:
 
 IMPLEMENTATIONS: dict[str, Callable[[Learner, Config], MetaStep]] = {
     "loop": loop_step,
-    "metasearch": metasearch_step,
+    "metasearch": engine_step("auto"),
+    "metasearch-vmap": engine_step("vmap"),
     "learn2learn": learn2learn_step,
     "higher": higher_step,
 }
 """Name -> factory of a :data:`MetaStep` for a freshly built learner; add new ones here."""
 REFERENCE = "loop"
 PEER = "learn2learn"
-LIBRARIES = {"metasearch": "metasearch", "learn2learn": "learn2learn", "higher": "higher"}
+LIBRARIES = {
+    "metasearch": "metasearch",
+    "metasearch-vmap": "metasearch",
+    "learn2learn": "learn2learn",
+    "higher": "higher",
+}
 """The library each implementation is, for its version and availability."""
 
 
@@ -466,7 +486,7 @@ def time_population(
     config: Config, device: torch.device, n: int, together: bool, timing: Timing
 ) -> float:
     """Candidate-tasks per second of ``n`` candidates meta-trained together (one
-    ``population_meta_gradients`` per step) or one after another (``meta_gradients`` each)."""
+    meta-gradient computation per step) or one after another (one each)."""
     retain_freed_memory(device)
     source = synthetic_omniglot(config, device, timing.seed)
     learners = population_learners(config, source, n)
@@ -477,9 +497,9 @@ def time_population(
     def evaluator_step() -> None:
         batch = source.sample("train", config.meta_batch, generator)
         if together:
-            steps = algorithm.population_meta_gradients(learners, batch, 0.0)
+            steps = GROUPED.meta_gradients(algorithm, learners, batch, 0.0)
         else:
-            steps = [algorithm.meta_gradients(x, batch, 0.0) for x in learners]
+            steps = [GROUPED.meta_gradients(algorithm, [x], batch, 0.0)[0] for x in learners]
         for learner, step, optimizer in zip(learners, steps, optimizers, strict=True):
             for tensor, grad in zip(learner.meta_tensors(), step.grads, strict=True):
                 tensor.grad = grad

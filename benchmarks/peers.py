@@ -85,7 +85,7 @@ def learn2learn_step(learner: Learner, first_order: bool) -> MetaStep:
             fast = maml.clone()
             for _ in range(steps):
                 fast.adapt(F.cross_entropy(fast(support_x), support_y))
-            with query_precision(learner, query_x.device):
+            with query_precision(learner.spec, query_x.device):
                 outputs = fast(query_x)
             (F.cross_entropy(outputs.float(), query_y) / batch.n_tasks).backward()
 
@@ -106,7 +106,7 @@ def higher_step(learner: Learner, first_order: bool) -> MetaStep:
             with higher.innerloop_ctx(network, inner, copy_initial_weights=False) as (fast, opt):
                 for _ in range(steps):
                     opt.step(F.cross_entropy(fast(support_x), support_y), grad_callback=callback)
-                with query_precision(learner, query_x.device):
+                with query_precision(learner.spec, query_x.device):
                     outputs = fast(query_x)
                 (F.cross_entropy(outputs.float(), query_y) / batch.n_tasks).backward()
 

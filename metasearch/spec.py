@@ -2,6 +2,8 @@
 
 A spec fixes the architecture, the initialization, the inner loop and the meta-algorithm with
 its outer loop. It says nothing about the tasks (ways, shots): those belong to the task source.
+What depends on the algorithm (its own options, the fields it reads, what it requires of the
+rest of the spec) is asked of the algorithm's registration (:mod:`metasearch.registry`).
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from pydantic import (
     ConfigDict,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
+from metasearch import registry
 from metasearch.errors import SpecError
 
-Algorithm = Literal["maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "protonet"]
-ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
 Operation = Literal[
     "none",
     "skip_connect",
@@ -217,6 +219,10 @@ class OuterLoopSpec(_Frozen):
     over the budget really spent (Loshchilov and Hutter, 2017; MAML++ anneals so), or is halved
     every ``lr_halving_every`` meta-iterations (``step``: Snell et al. halve every 2000 episodes).
 
+    ``options`` are the algorithm's own (:attr:`metasearch.registry.AlgorithmRules.options`,
+    e.g. iMAML's regularization strength), validated by its options model; those not given
+    take the model's defaults.
+
     Prototypical Networks options (Snell et al., 2017): ``train_ways``, ``train_shots`` and
     ``train_query_shots`` shape the training episodes (the paper trains Omniglot on 60-way
     episodes of 5 queries per class for 5- and 20-way tests; ``None`` keeps the task's; fewer
@@ -224,7 +230,7 @@ class OuterLoopSpec(_Frozen):
     choice) or ``cosine`` (cosine similarity scaled by :data:`COSINE_SCALE`).
     """
 
-    algorithm: Algorithm = "maml"
+    algorithm: str = "maml"
     meta_lr: float = 1e-3
     meta_batch_size: int = 8
     iterations: int = 1000
@@ -238,6 +244,37 @@ class OuterLoopSpec(_Frozen):
     train_shots: int | None = None
     train_query_shots: int | None = None
     distance: Literal["euclidean", "cosine"] = "euclidean"
+    options: dict[str, Any] = {}
+
+    @field_validator("algorithm")
+    @classmethod
+    def _registered(cls, algorithm: str) -> str:
+        if algorithm not in registry.names():
+            choices = ", ".join(repr(name) for name in registry.names())
+            raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {choices}")
+        return algorithm
+
+    @field_validator("options")
+    @classmethod
+    def _algorithm_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        algorithm = info.data.get("algorithm")
+        if algorithm is None:  # refused above
+            return options
+        model = registry.lookup(algorithm).options
+        try:
+            model.model_validate(options)
+        except ValidationError as error:
+            raise ValueError(format_validation_error(error, f"{algorithm} options")) from None
+        return options
+
+    @model_serializer(mode="wrap")
+    def _omit_no_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leaves ``options`` out where the algorithm has none, so that specs of algorithms
+        without options serialize (and resume) as before."""
+        data = handler(self)
+        if not self.options:
+            data.pop("options", None)
+        return data
 
     @field_validator("meta_lr")
     @classmethod
@@ -268,40 +305,39 @@ class OuterLoopSpec(_Frozen):
         return value
 
 
-_GRADIENT = tuple(a for a in ALGORITHMS if a != "protonet")
 APPLIES: dict[str, dict[str, tuple[Any, ...]]] = {
     "architecture.kernel_size": {"architecture.family": ("conv",)},
     "architecture.pooling": {"architecture.family": ("conv",)},
     "architecture.head": {"architecture.family": ("conv", "cells")},
     "architecture.genotype": {"architecture.family": ("cells",)},
-    "init.zero_head": {"outer.algorithm": _GRADIENT},
-    "inner.steps": {"outer.algorithm": _GRADIENT},
-    "inner.lr": {"outer.algorithm": _GRADIENT},
-    "inner.learned": {"outer.algorithm": _GRADIENT},
-    "inner.granularity": {"outer.algorithm": _GRADIENT, "inner.learned": (True,)},
-    "outer.msl_fraction": {"outer.algorithm": ("mamlpp",)},
-    "outer.first_order_fraction": {"outer.algorithm": ("mamlpp",)},
-    "outer.train_ways": {"outer.algorithm": ("protonet",)},
-    "outer.train_shots": {"outer.algorithm": ("protonet",)},
-    "outer.train_query_shots": {"outer.algorithm": ("protonet",)},
-    "outer.distance": {"outer.algorithm": ("protonet",)},
+    "inner.granularity": {"inner.learned": (True,)},
     "outer.lr_halving_every": {"outer.lr_schedule": ("step",)},
 }
-"""Where a spec field means something, written as a search space's ``when:``: every named
-field has one of the values listed; fields not listed always do. Elsewhere the learner ignores
-the field: kernel and pooling outside the conv family, the head outside feature maps, the
-output layer and the inner loop of Prototypical Networks (which have neither), the granularity
-of fixed inner rates (each equals ``inner.lr``), the options of MAML++ and of Prototypical
-Networks under other algorithms, the halving period of other schedules."""
+"""Where a spec field means something, besides what the algorithm reads, written as a search
+space's ``when:``: every named field has one of the values listed; fields not listed always do.
+Elsewhere the learner ignores the field: kernel and pooling outside the conv family, the head
+outside feature maps, the granularity of fixed inner rates (each equals ``inner.lr``), the
+halving period of other schedules. A field that some algorithm declares in its
+:attr:`~metasearch.registry.AlgorithmRules.uses` (the inner loop, MAML++'s and Prototypical
+Networks' options, ``outer.options.*``) applies only to the algorithms declaring it."""
 
 
 def applies(field: str, values: Mapping[str, Any]) -> bool:
     """Whether the dotted spec field ``field`` means something for the spec whose dotted fields
     are ``values`` (a field missing there counts as its default)."""
+    if field in algorithm_fields():
+        algorithm = values.get("outer.algorithm", _DEFAULTS["outer.algorithm"])
+        if algorithm not in registry.names() or field not in registry.lookup(algorithm).uses:
+            return False
     return all(
         values.get(ref, _DEFAULTS[ref]) in allowed
         for ref, allowed in APPLIES.get(field, {}).items()
     )
+
+
+def algorithm_fields() -> frozenset[str]:
+    """The spec fields whose meaning depends on the algorithm: those some algorithm uses."""
+    return frozenset().union(*(algorithm.uses for algorithm in registry.registered()))
 
 
 class LearnerSpec(_Frozen):
@@ -314,31 +350,7 @@ class LearnerSpec(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> LearnerSpec:
-        algorithm, inner = self.outer.algorithm, self.inner
-        if algorithm in ("metasgd", "mamlpp") and not inner.learned:
-            raise ValueError(f"{algorithm} meta-learns its inner learning rates: set inner.learned")
-        if algorithm == "mamlpp" and inner.granularity != "per_layer_per_step":
-            raise ValueError("mamlpp uses per_layer_per_step inner learning rates")
-        if algorithm == "reptile" and inner.learned:
-            raise ValueError("reptile cannot meta-learn inner learning rates: set learned false")
-        if algorithm == "protonet" and inner.steps != 0:
-            raise ValueError("protonet has no inner loop: set inner.steps to 0")
-        if algorithm != "protonet" and inner.steps == 0:
-            raise ValueError(f"{algorithm} adapts by gradient steps: set inner.steps >= 1")
-        outer = self.outer
-        if algorithm != "protonet" and (
-            outer.train_ways is not None
-            or outer.train_shots is not None
-            or outer.train_query_shots is not None
-            or outer.distance != "euclidean"
-        ):
-            raise ValueError(
-                "outer.train_ways, train_shots, train_query_shots and distance are Prototypical "
-                "Networks options; "
-                f"{algorithm} trains on the task's own episodes"
-            )
-        if outer.train_ways == 1:
-            raise ValueError("outer.train_ways must be >= 2")
+        registry.lookup(self.outer.algorithm).check(self)
         return self
 
     @classmethod
@@ -354,10 +366,10 @@ class LearnerSpec(_Frozen):
         return self.model_dump(mode="json")
 
 
-_DEFAULTS: dict[str, Any] = {
+_DEFAULTS: dict[str, Any] = {  # from the sections' defaults: no algorithm is looked up
     f"{section}.{name}": value
-    for section, fields in LearnerSpec().model_dump().items()
-    for name, value in fields.items()
+    for section, info in LearnerSpec.model_fields.items()
+    for name, value in info.default.model_dump().items()
 }
 
 

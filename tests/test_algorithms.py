@@ -1,7 +1,8 @@
-"""Meta-gradients of the batched (vmap) algorithms against independent references.
+"""Meta-gradients of the algorithms, on both engines, against independent references.
 
 The references below use plain ``torch.autograd`` with one Python loop over tasks, and central
-finite differences, all in float64 so that agreement is tight.
+finite differences, all in float64 so that agreement is tight. Every test that computes a
+meta-gradient runs it on the vmap engine (the reference) and on the grouped engine.
 """
 
 from __future__ import annotations
@@ -13,12 +14,31 @@ from torch import Tensor
 from torch.func import functional_call
 
 from metasearch.algorithms import get_algorithm, step_weights
+from metasearch.engines import GROUPED, VMAP, Engine
 from metasearch.learners import Learner, build_learner
 from metasearch.learners.networks import BatchStatNorm
 from metasearch.spec import LearnerSpec
 from metasearch.tasks import TaskBatch
 
 WAYS, SHOTS, QUERY, TASKS = 3, 2, 3, 4
+ENGINES = pytest.mark.parametrize("engine", [VMAP, GROUPED], ids=["vmap", "grouped"])
+
+
+def meta_gradients(
+    algorithm: str, learner: Learner, batch: TaskBatch, progress: float, engine: Engine
+) -> list:
+    return engine.meta_gradients(get_algorithm(algorithm), [learner], batch, progress)[0].grads
+
+
+def rate(learner: Learner, name: str, step: int) -> Tensor:
+    """The inner rate of ``name`` at ``step``, read from the stored meta-state."""
+    rates = learner.meta_state.get("inner_lr.*", learner.meta_state.get(f"inner_lr.{name}"))
+    assert rates is not None
+    return rates[step if rates.shape[0] > 1 else 0]
+
+
+def rates_of(learner: Learner) -> dict[str, Tensor]:
+    return {n.removeprefix("inner_lr."): v for n, v in learner.meta_state.items()}
 
 
 def tiny_learner(algorithm: str, inner: dict | None = None, **architecture) -> Learner:
@@ -31,8 +51,8 @@ def tiny_learner(algorithm: str, inner: dict | None = None, **architecture) -> L
     )
     learner = build_learner(spec, (1, 6, 6), WAYS, "classification", seed=1, dtype=torch.float64)
     with torch.no_grad():  # make learned rates differ between tensors and steps
-        for i, rate in enumerate(learner.inner_lrs.values.values()):
-            rate.mul_(1 + 0.1 * torch.rand_like(rate) + 0.05 * i)
+        for i, value in enumerate(learner.meta_state.values()):
+            value.mul_(1 + 0.1 * torch.rand_like(value) + 0.05 * i)
     return learner
 
 
@@ -62,7 +82,7 @@ def reference_inner_loop(
         grads = torch.autograd.grad(loss, [fast[n] for n in adapted], create_graph=not first_order)
         fast = {
             **fast,
-            **{n: fast[n] - learner.inner_lrs(n, step) * g for n, g in zip(adapted, grads)},
+            **{n: fast[n] - rate(learner, n, step) * g for n, g in zip(adapted, grads)},
         }
         trajectory.append(fast)
     return trajectory
@@ -120,12 +140,13 @@ def directional_finite_difference(
     return (shifted(1.0) - shifted(-1.0)) / (2 * eps)
 
 
+@ENGINES
 @pytest.mark.parametrize("normalization", ["batch", "layer", "instance", "none"])
 def test_maml_meta_gradient_matches_per_task_loop_and_finite_differences(
-    normalization: str,
+    normalization: str, engine: Engine
 ) -> None:
     learner, batch = tiny_learner("maml", normalization=normalization), random_tasks()
-    batched = get_algorithm("maml").meta_gradients(learner, batch, 0.0).grads
+    batched = meta_gradients("maml", learner, batch, 0.0, engine)
     assert_grads_close(
         batched, reference_grads(learner, reference_objective(learner, batch, False))
     )
@@ -147,22 +168,24 @@ def test_second_order_terms_matter() -> None:
     assert max((a - b).abs().max().item() for a, b in zip(first, second)) > 1e-4
 
 
-def test_first_order_maml_matches_first_order_reference() -> None:
+@ENGINES
+def test_first_order_maml_matches_first_order_reference(engine: Engine) -> None:
     learner, batch = tiny_learner("fomaml"), random_tasks()
-    batched = get_algorithm("fomaml").meta_gradients(learner, batch, 0.0).grads
+    batched = meta_gradients("fomaml", learner, batch, 0.0, engine)
     assert_grads_close(batched, reference_grads(learner, reference_objective(learner, batch, True)))
 
 
-def test_metasgd_learns_per_parameter_rates_with_exact_gradients() -> None:
+@ENGINES
+def test_metasgd_learns_per_parameter_rates_with_exact_gradients(engine: Engine) -> None:
     learner = tiny_learner("metasgd", {"learned": True, "granularity": "per_parameter"})
     batch = random_tasks()
-    for name, rate in learner.inner_lrs.values.items():
-        assert rate.shape == (1, *learner.params[name].shape) and rate.requires_grad
-    batched = get_algorithm("metasgd").meta_gradients(learner, batch, 0.0).grads
+    for name, value in rates_of(learner).items():
+        assert value.shape == (1, *learner.params[name].shape) and value.requires_grad
+    batched = meta_gradients("metasgd", learner, batch, 0.0, engine)
     assert_grads_close(
         batched, reference_grads(learner, reference_objective(learner, batch, False))
     )
-    lr_grads = dict(zip(learner.inner_lrs.values, batched[len(learner.params) :]))
+    lr_grads = dict(zip(rates_of(learner), batched[len(learner.params) :]))
     body = list(learner.network.body)
     before_norm = {  # a bias that batch normalization subtracts again: its rate cannot matter
         f"body.{i}.bias" for i, m in enumerate(body[:-1]) if isinstance(body[i + 1], BatchStatNorm)
@@ -174,40 +197,42 @@ def test_metasgd_learns_per_parameter_rates_with_exact_gradients() -> None:
         else:
             assert grad.abs().max() > 1e-4, name
     direction = [torch.zeros_like(t) for t in learner.params.values()]
-    direction += [torch.randn_like(r) for r in learner.inner_lrs.values.values()]
+    direction += [torch.randn_like(r) for r in learner.meta_state.values()]
     analytic = sum((a * d).sum() for a, d in zip(batched, direction)).item()
     assert analytic == pytest.approx(
         directional_finite_difference(learner, batch, direction), rel=1e-5
     )
 
 
-def test_anil_adapts_the_head_only_and_matches_reference() -> None:
+@ENGINES
+def test_anil_adapts_the_head_only_and_matches_reference(engine: Engine) -> None:
     learner, batch = tiny_learner("anil"), random_tasks()
     head = [n for n in learner.params if n.startswith("head.")]
     assert learner.adapted_names == head
     trajectory = get_algorithm("anil").adapt(
-        learner, learner.params, batch.support_x[0], batch.support_y[0], True
+        learner, learner.params, learner.meta_state, batch.support_x[0], batch.support_y[0], True
     )
     for name, value in trajectory[-1].items():
         changed = not torch.equal(value, learner.params[name])
         assert changed == (name in head), name
-    batched = get_algorithm("anil").meta_gradients(learner, batch, 0.0).grads
+    batched = meta_gradients("anil", learner, batch, 0.0, engine)
     expected = reference_grads(learner, reference_objective(learner, batch, False, adapted=head))
     assert_grads_close(batched, expected)
 
 
+@ENGINES
 @pytest.mark.parametrize("progress, first_order", [(0.1, True), (0.6, False)])
 def test_mamlpp_multi_step_loss_and_derivative_order_annealing(
-    progress: float, first_order: bool
+    progress: float, first_order: bool, engine: Engine
 ) -> None:
     learner = tiny_learner(
         "mamlpp", {"learned": True, "granularity": "per_layer_per_step", "steps": 3}
     )
     batch = random_tasks()
-    rates = learner.inner_lrs.values
+    rates = rates_of(learner)
     assert all(r.shape == (3,) for r in rates.values()) and set(rates) == set(learner.params)
     weights = step_weights(3, progress, learner.spec.outer.msl_fraction)
-    batched = get_algorithm("mamlpp").meta_gradients(learner, batch, progress).grads
+    batched = meta_gradients("mamlpp", learner, batch, progress, engine)
     expected = reference_grads(learner, reference_objective(learner, batch, first_order, weights))
     assert_grads_close(batched, expected)
 
@@ -221,7 +246,8 @@ def test_step_weights_anneal_from_uniform_to_the_last_step() -> None:
     assert step_weights(1, 0.0, 0.1) == [1.0]
 
 
-def test_reptile_moves_towards_the_mean_of_sgd_adapted_weights() -> None:
+@ENGINES
+def test_reptile_moves_towards_the_mean_of_sgd_adapted_weights(engine: Engine) -> None:
     learner, batch = tiny_learner("reptile", {"steps": 3}), random_tasks()
     names = list(learner.params)
     adapted_sum = {n: torch.zeros_like(p) for n, p in learner.params.items()}
@@ -231,13 +257,14 @@ def test_reptile_moves_towards_the_mean_of_sgd_adapted_weights() -> None:
         for n in names:
             adapted_sum[n] += fast[n].detach()
     expected = [learner.params[n].detach() - adapted_sum[n] / batch.n_tasks for n in names]
-    assert_grads_close(get_algorithm("reptile").meta_gradients(learner, batch, 0.0).grads, expected)
+    assert_grads_close(meta_gradients("reptile", learner, batch, 0.0, engine), expected)
 
 
-def test_protonet_logits_are_negative_squared_distances_to_class_means() -> None:
+@ENGINES
+def test_protonet_logits_are_negative_squared_distances_to_class_means(engine: Engine) -> None:
     learner, batch = tiny_learner("protonet", {"steps": 0}), random_tasks()
     assert not any(n.startswith("head.") for n in learner.params)
-    logits = get_algorithm("protonet").predict_tasks(learner, batch)
+    logits = engine.predict_tasks(get_algorithm("protonet"), learner, batch)
     for t in range(TASKS):
         support = learner.network.features(batch.support_x[t])
         query = learner.network.features(batch.query_x[t])
@@ -245,7 +272,8 @@ def test_protonet_logits_are_negative_squared_distances_to_class_means() -> None
         torch.testing.assert_close(logits[t], -(torch.cdist(query, prototypes) ** 2))
 
 
-def test_protonet_meta_gradient_matches_per_task_loop() -> None:
+@ENGINES
+def test_protonet_meta_gradient_matches_per_task_loop(engine: Engine) -> None:
     learner, batch = tiny_learner("protonet", {"steps": 0}), random_tasks()
     total = torch.zeros((), dtype=torch.float64)
     for sx, sy, qx, qy in zip(*batch):
@@ -253,25 +281,28 @@ def test_protonet_meta_gradient_matches_per_task_loop() -> None:
         prototypes = torch.stack([support[sy == c].mean(0) for c in range(WAYS)])
         logits = -(torch.cdist(learner.features(learner.params, qx), prototypes) ** 2)
         total = total + F.cross_entropy(logits, qy) / batch.n_tasks
-    batched = get_algorithm("protonet").meta_gradients(learner, batch, 0.0).grads
+    batched = meta_gradients("protonet", learner, batch, 0.0, engine)
     assert_grads_close(batched, reference_grads(learner, total))
 
 
+@ENGINES
 @pytest.mark.parametrize("normalization", ["batch", "layer", "instance", "none"])
-def test_each_task_is_normalized_by_its_own_statistics(normalization: str) -> None:
+def test_each_task_is_normalized_by_its_own_statistics(normalization: str, engine: Engine) -> None:
     """Batched prediction equals predicting each task alone: no statistics leak across tasks."""
     learner, batch = tiny_learner("maml", normalization=normalization), random_tasks()
     algorithm = get_algorithm("maml")
-    together = algorithm.predict_tasks(learner, batch)
+    together = engine.predict_tasks(algorithm, learner, batch)
     for t in range(TASKS):
-        alone = algorithm.predict_tasks(learner, TaskBatch(*(x[t : t + 1] for x in batch)))
+        alone = engine.predict_tasks(algorithm, learner, TaskBatch(*(x[t : t + 1] for x in batch)))
         torch.testing.assert_close(together[t], alone[0])
 
 
 def test_scalar_rate_is_shared_and_per_layer_rates_are_separate() -> None:
     scalar = tiny_learner("maml", {"learned": True})
-    assert len(scalar.inner_lrs.learnable()) == 1
+    assert list(scalar.meta_state) == ["inner_lr.*"]
+    assert len(scalar.meta_tensors()) == len(scalar.params) + 1
     per_layer = tiny_learner("maml", {"learned": True, "granularity": "per_layer"})
-    assert set(per_layer.inner_lrs.values) == set(per_layer.params)
+    assert set(rates_of(per_layer)) == set(per_layer.params)
     fixed = tiny_learner("maml")
-    assert fixed.inner_lrs.learnable() == [] and len(fixed.meta_tensors()) == len(fixed.params)
+    assert not any(v.requires_grad for v in fixed.meta_state.values())
+    assert len(fixed.meta_tensors()) == len(fixed.params)

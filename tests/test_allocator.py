@@ -11,6 +11,7 @@ STEPS = """
 import resource, sys, torch
 from metasearch import LearnerSpec
 from metasearch.algorithms import get_algorithm
+from metasearch.engines import meta_step
 from metasearch.evaluation.allocator import retain_freed_memory
 from metasearch.learners import build_learner
 from metasearch.tasks import TaskBatch
@@ -25,10 +26,10 @@ batch = TaskBatch(  # two 5-way 1-shot tasks with 15 query images per class
     torch.rand(2, 75, 1, 28, 28), labels(15).expand(2, -1),
 )
 maml = get_algorithm("maml")
-maml.meta_gradients(learner, batch, 0.0)
+meta_step(maml, learner, batch, 0.0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
-    maml.meta_gradients(learner, batch, 0.0)
+    meta_step(maml, learner, batch, 0.0)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 

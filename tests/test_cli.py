@@ -134,7 +134,7 @@ def test_search_show_report_export_then_adapt_beats_unadapted(tmp_path: Path) ->
     again = run("evaluate", tmp_path / "learner")  # the default protocol is export's
     assert f"accuracy {test['accuracy']:.2%}" in again.output, again.output
     refused = run("evaluate", tmp_path / "learner", "--ways", "3")
-    assert_one_line_error(refused, "maml learner has 5 outputs", "only Prototypical Networks")
+    assert_one_line_error(refused, "maml learner has 5 outputs", "only protonet (no head)")
     vinyals = run("evaluate", tmp_path / "learner", "--protocol", "vinyals")
     assert_one_line_error(vinyals, "the vinyals protocol is Omniglot's")
     assert_one_line_error(run("evaluate", tmp_path / "learner", "--protocol", "x"), "unrotated")

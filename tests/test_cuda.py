@@ -10,6 +10,7 @@ import torch
 
 from metasearch import LearnerSpec
 from metasearch.algorithms import get_algorithm
+from metasearch.engines import meta_step
 from metasearch.learners import Learner, build_learner
 from metasearch.tasks import ClassificationSource
 
@@ -47,10 +48,10 @@ def test_sampling_and_the_meta_step_never_wait_for_the_device() -> None:
     source = random_omniglot("cuda")
     learner, maml = conv_learner("float32", source), get_algorithm("maml")
     generator = torch.Generator(device="cuda").manual_seed(0)
-    maml.meta_gradients(learner, source.sample("train", 16, generator), 0.0)  # warm-up
+    meta_step(maml, learner, source.sample("train", 16, generator), 0.0)  # warm-up
     torch.cuda.set_sync_debug_mode("error")
     try:
-        maml.meta_gradients(learner, source.sample("train", 16, generator), 0.0)
+        meta_step(maml, learner, source.sample("train", 16, generator), 0.0)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -59,7 +60,7 @@ def test_bfloat16_meta_gradients_agree_with_float32_on_cuda() -> None:
     source = random_omniglot("cuda")
     batch = source.sample("train", 16, torch.Generator(device="cuda").manual_seed(0))
     grads = {
-        precision: get_algorithm("maml").meta_gradients(conv_learner(precision, source), batch, 0)
+        precision: meta_step(get_algorithm("maml"), conv_learner(precision, source), batch, 0)
         for precision in ("float32", "bfloat16")
     }
     low, high = (torch.cat([g.flatten() for g in grads[p].grads]) for p in ("bfloat16", "float32"))

@@ -9,6 +9,7 @@ import torch
 
 from metasearch import Budget, LearnerSpec, SinusoidSource, SpecError, evaluate
 from metasearch.algorithms import get_algorithm
+from metasearch.engines import predict_tasks
 from metasearch.evaluation import held_out_tasks, mean_ci95, score
 from metasearch.learners import build_learner
 
@@ -51,7 +52,7 @@ def test_score_matches_a_direct_computation() -> None:
     learner = build_learner(sinusoid_spec(), (1,), 1, "regression")
     tasks = held_out_tasks(source, "test", 6, 0)
     scores = score(get_algorithm("maml"), learner, tasks, chunk_size=4)
-    outputs = get_algorithm("maml").predict_tasks(learner, tasks)
+    outputs = predict_tasks(get_algorithm("maml"), learner, tasks)
     losses = ((outputs - tasks.query_y) ** 2).mean(dim=(1, 2))
     assert scores.query_loss == pytest.approx(losses.mean().item())
     assert scores.query_loss_ci95 == pytest.approx(1.96 * losses.std().item() / math.sqrt(6))

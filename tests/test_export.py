@@ -20,6 +20,7 @@ from PIL import Image
 from metasearch import Budget, LearnerSpec, MetasearchError, SinusoidSource, evaluate
 from metasearch.algorithms import get_algorithm
 from metasearch.commands.exporting import VALIDATION_KEYS
+from metasearch.engines import predict_tasks
 from metasearch.errors import DataError, InputError
 from metasearch.evaluation import Scores, held_out_tasks, score
 from metasearch.evaluation.scoring import DEFAULT_EVAL_SEED
@@ -85,7 +86,7 @@ def conv_learner(algorithm: str) -> Learner:
     learner = build_learner(spec, (1, 8, 8), WAYS, "classification", seed=1)
     if spec.inner.learned:
         with torch.no_grad():
-            for rate in learner.inner_lrs.values.values():
+            for rate in learner.meta_state.values():
                 rate.mul_(0.5 + torch.rand_like(rate))
     return learner
 
@@ -121,12 +122,14 @@ def test_round_trip_gives_identical_predictions(algorithm: str, tmp_path: Path) 
     alg = get_algorithm(algorithm)
     params = {n: p.detach() for n, p in learner.params.items()}
     tasks = held_out_tasks(source, "test", 4, 0)
-    batched = alg.predict_tasks(learner, tasks)  # the evaluator's path
+    batched = predict_tasks(alg, learner, tasks)  # the evaluator's path
     for i in range(tasks.n_tasks):
         sx, sy, qx = tasks.support_x[i], tasks.support_y[i], tasks.query_x[i]
         adapted = loaded.adapt(sx, sy)  # runs under no_grad
         assert isinstance(adapted, AdaptedLearner)
-        expected = alg.predict(learner, params, alg.adapt(learner, params, sx, sy, True), qx)
+        expected = alg.predict(
+            learner, params, alg.adapt(learner, params, learner.meta_state, sx, sy, True), qx
+        )
         outputs = adapted(qx)
         assert outputs.shape == (WAYS * 3, WAYS) and torch.equal(outputs, expected)
         torch.testing.assert_close(outputs, batched[i])
@@ -137,9 +140,9 @@ def test_round_trip_gives_identical_predictions(algorithm: str, tmp_path: Path) 
 
 
 def test_learned_per_parameter_rates_survive(artifact: Path) -> None:
-    rates = load_learner(artifact).learner.inner_lrs.values
-    assert rates["body.0.weight"].shape == (1, 4, 1, 3, 3)
-    assert not torch.allclose(rates["body.0.weight"], torch.full_like(rates["body.0.weight"], 0.3))
+    rate = load_learner(artifact).learner.meta_state["inner_lr.body.0.weight"]
+    assert rate.shape == (1, 4, 1, 3, 3)
+    assert not torch.allclose(rate, torch.full_like(rate, 0.3))
 
 
 def test_metadata_records_what_was_exported(artifact: Path) -> None:

@@ -8,6 +8,7 @@ import torch
 
 from metasearch import LearnerSpec
 from metasearch.algorithms import get_algorithm
+from metasearch.engines import VMAP, predict_tasks
 from metasearch.errors import SpecError
 from metasearch.learners import Learner, build_learner
 from metasearch.tasks.base import TaskBatch
@@ -48,13 +49,13 @@ def test_support_statistics_make_each_query_independent_on_every_path(
     algorithm: str, family: str
 ) -> None:
     learner, batch, method = learner_of(algorithm, family), tasks(), get_algorithm(algorithm)
-    grouped = method.predict_tasks(learner, batch, "support")  # the scoring path
-    vmapped = method._vmap_predict_tasks(learner, batch, "support")
+    grouped = predict_tasks(method, learner, batch, "support")  # the scoring path
+    vmapped = VMAP.predict_tasks(method, learner, batch, "support")
     torch.testing.assert_close(grouped, vmapped, rtol=1e-9, atol=1e-9)
     params = {n: p.detach() for n, p in learner.params.items()}
     for t in range(TASKS):
         sx, sy, qx = batch.support_x[t], batch.support_y[t], batch.query_x[t]
-        state = method.adapt(learner, params, sx, sy, True)
+        state = method.adapt(learner, params, learner.meta_state, sx, sy, True)
         for q in range(len(qx)):  # one query at a time, through the plain network
             alone = method.predict_normalized(learner, params, state, sx, qx[q : q + 1], "support")
             torch.testing.assert_close(alone[0], grouped[t, q], rtol=1e-9, atol=1e-9)
@@ -65,22 +66,22 @@ def test_support_statistics_make_each_query_independent_on_every_path(
             rtol=1e-9,
             atol=1e-9,
         )
-    transductive = method.predict_tasks(learner, batch, "transductive")
+    transductive = predict_tasks(method, learner, batch, "transductive")
     assert not torch.allclose(transductive, grouped)  # the queries' statistics differ
 
 
 def test_transductive_predictions_depend_on_the_batch() -> None:
     learner, batch, method = learner_of("maml"), tasks(), get_algorithm("maml")
-    together = method.predict_tasks(learner, batch, "transductive")
+    together = predict_tasks(method, learner, batch, "transductive")
     pairs = TaskBatch(batch.support_x, batch.support_y, batch.query_x[:, :2], batch.query_y[:, :2])
-    alone = method.predict_tasks(learner, pairs, "transductive")
+    alone = predict_tasks(method, learner, pairs, "transductive")
     assert not torch.allclose(alone, together[:, :2])
 
 
 def test_the_spec_chooses_the_default_and_old_specs_serialize_as_before() -> None:
     learner, batch, method = learner_of("maml", policy="support"), tasks(), get_algorithm("maml")
     torch.testing.assert_close(
-        method.predict_tasks(learner, batch), method.predict_tasks(learner, batch, "support")
+        predict_tasks(method, learner, batch), predict_tasks(method, learner, batch, "support")
     )
     assert learner.spec.to_dict()["architecture"]["normalization_at_prediction"] == "support"
     default = learner_of("maml").spec

@@ -15,7 +15,9 @@ from optuna.trial import TrialState
 from test_algorithms import TASKS, WAYS, random_tasks  # the same random tasks
 
 from metasearch import Budget, LearnerSpec, SinusoidSource, SpecError, evaluate
-from metasearch.algorithms import base, get_algorithm
+from metasearch.algorithms import get_algorithm
+from metasearch.engines import GROUPED, VMAP
+from metasearch.engines import grouped as grouped_engine
 from metasearch.evaluation import check_population, evaluate_population
 from metasearch.learners import build_learner
 from metasearch.search import StudyConfig, open_for_reading, open_study, run_study
@@ -63,11 +65,11 @@ def population(algorithm: str, **inner) -> list:
 def test_population_meta_gradients_equal_each_candidate_alone(
     algorithm: str, inner: dict, groups: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(base.CPU_GROUPS, "float32", groups)
+    monkeypatch.setitem(grouped_engine.CPU_GROUPS, "float32", groups)
     learners, batch = population(algorithm, **inner), random_tasks()
-    together = get_algorithm(algorithm).population_meta_gradients(learners, batch, 0.5)
+    together = GROUPED.meta_gradients(get_algorithm(algorithm), learners, batch, 0.5)
     for learner, result in zip(learners, together, strict=True):
-        alone = get_algorithm(algorithm).meta_gradients(learner, batch, 0.5)
+        alone = VMAP.meta_gradients(get_algorithm(algorithm), [learner], batch, 0.5)[0]
         for a, b in zip(result.grads, alone.grads, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(result.task_losses, alone.task_losses, rtol=1e-10, atol=1e-12)
@@ -79,12 +81,12 @@ def test_grouped_path_equals_vmap_path(algorithm: str) -> None:
     steps = {"steps": 0} if algorithm == "protonet" else {}
     learner = population(algorithm, **steps)[0]
     batch, method = random_tasks(), get_algorithm(algorithm)
-    grouped = method.meta_gradients(learner, batch, 0.0)
-    mapped = method._vmap_meta_gradients(learner, batch, 0.0)
+    grouped = GROUPED.meta_gradients(method, [learner], batch, 0.0)[0]
+    mapped = VMAP.meta_gradients(method, [learner], batch, 0.0)[0]
     for a, b in zip(grouped.grads, mapped.grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(
-        method.predict_tasks(learner, batch), method._vmap_predict_tasks(learner, batch)
+        GROUPED.predict_tasks(method, learner, batch), VMAP.predict_tasks(method, learner, batch)
     )
 
 

@@ -15,7 +15,7 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from metasearch import SpecError
-from metasearch.algorithms import MetaAlgorithm
+from metasearch.engines import GroupedEngine, VmapEngine
 from metasearch.errors import MetasearchError
 from metasearch.search import (
     StudyConfig,
@@ -247,15 +247,16 @@ def test_a_candidate_out_of_device_memory_fails_with_its_reason_and_the_study_go
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # CI has no GPU to exhaust: the meta-step of the first candidate raises what CUDA raises.
-    original, calls = MetaAlgorithm.meta_gradients, []
+    calls = []
+    for engine in (GroupedEngine, VmapEngine):
 
-    def first_runs_out(self: MetaAlgorithm, *args: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 3:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original(self, *args)
+        def first_runs_out(self: Any, *args: Any, original: Any = engine.meta_gradients) -> Any:
+            calls.append(1)
+            if len(calls) == 3:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return original(self, *args)
 
-    monkeypatch.setattr(MetaAlgorithm, "meta_gradients", first_runs_out)
+        monkeypatch.setattr(engine, "meta_gradients", first_runs_out)
     study = run_study(StudyConfig.from_dict(STUDY | {"trials": 2}))
     assert states(study) == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     failed = study.trials[0]

@@ -10,12 +10,11 @@ import optuna
 import pytest
 import torch
 
-from metasearch import LearnerSpec, SinusoidSource, SpecError
+from metasearch import LearnerSpec, SinusoidSource, SpecError, registry
 from metasearch.evaluation import check_compatible
 from metasearch.learners.networks import build_network
 from metasearch.search import SearchSpace, load_space, parse_space, suggest
 from metasearch.search.files import read_yaml
-from metasearch.spec import ALGORITHMS
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
@@ -86,8 +85,8 @@ def test_shipped_spaces_sample_only_valid_specs(name: str) -> None:
         )
     algorithms = {spec.outer.algorithm for _, spec in pairs}
     expected = {
-        "conv": set(ALGORITHMS),
-        "mlp": set(ALGORITHMS) - {"protonet"},
+        "conv": set(registry.names()),
+        "mlp": set(registry.names()) - {"protonet"},
         "inner_loop": {"maml"},
     }[name]
     assert algorithms == expected

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from metasearch import registry
 from metasearch.errors import SpecError
-from metasearch.spec import ALGORITHMS, LearnerSpec
+from metasearch.spec import LearnerSpec
 
 
 def test_round_trips_through_json() -> None:
@@ -48,11 +49,12 @@ def test_bad_values_name_the_field_and_the_fix(data: dict, field: str, hint: str
 
 
 def test_every_algorithm_has_a_valid_spec() -> None:
-    for algorithm in ALGORITHMS:
-        inner = {"steps": 0} if algorithm == "protonet" else {}
-        if algorithm in ("metasgd", "mamlpp"):
-            inner = {"learned": True, "granularity": "per_layer_per_step"}
-        LearnerSpec.from_dict({"inner": inner, "outer": {"algorithm": algorithm}})
+    for algorithm in registry.registered():
+        data: dict = {"outer": {"algorithm": algorithm.name}}
+        for field, value in algorithm.requires.items():  # type: ignore[attr-defined]
+            section, name = field.split(".")
+            data.setdefault(section, {})[name] = value
+        assert LearnerSpec.from_dict(data).outer.algorithm == algorithm.name
 
 
 def test_specs_are_immutable() -> None:

@@ -186,7 +186,9 @@ def finish(processes: list[subprocess.Popen[bytes]], tmp_path: Path, timeout: fl
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-            raise AssertionError(f"worker {index} did not finish:\n{worker_logs(tmp_path)}") from None
+            raise AssertionError(
+                f"worker {index} did not finish:\n{worker_logs(tmp_path)}"
+            ) from None
 
 
 def test_sigterm_checkpoints_the_running_trial_and_a_rerun_resumes_it(tmp_path: Path) -> None:

@@ -1,40 +1,24 @@
-"""Meta-algorithms, looked up by the name a learner spec gives."""
+"""Meta-algorithms, each one module: importing this package registers every algorithm in the
+modules listed below (each module's ``REGISTERED``) with :mod:`metasearch.registry`, which
+everything that depends on the algorithm asks."""
 
 from __future__ import annotations
 
-from metasearch.algorithms.base import MetaAlgorithm, MetaGradients
-from metasearch.algorithms.gradient_based import GradientBased, MAMLPlusPlus, step_weights
-from metasearch.algorithms.protonet import PrototypicalNetworks
-from metasearch.algorithms.reptile import Reptile
-from metasearch.errors import SpecError
-from metasearch.spec import ALGORITHMS
+from typing import cast
 
-_FACTORIES = {
-    "maml": lambda: GradientBased("maml"),
-    "fomaml": lambda: GradientBased("fomaml", first_order=True),
-    "metasgd": lambda: GradientBased("metasgd"),
-    "anil": lambda: GradientBased("anil", head_only=True),
-    "mamlpp": MAMLPlusPlus,
-    "reptile": Reptile,
-    "protonet": PrototypicalNetworks,
-}
-assert set(_FACTORIES) == set(ALGORITHMS)
+from metasearch import registry
+from metasearch.algorithms import gradient_based, imaml, learned_optimizer, protonet, reptile
+from metasearch.algorithms.base import MetaAlgorithm, MetaGradients, query_precision
+from metasearch.algorithms.gradient_based import step_weights
+
+for _module in (gradient_based, reptile, protonet, imaml, learned_optimizer):
+    for _algorithm in _module.REGISTERED:
+        registry.register(_algorithm)
 
 
 def get_algorithm(name: str) -> MetaAlgorithm:
-    """The algorithm called ``name``; one of :data:`metasearch.spec.ALGORITHMS`."""
-    if name not in _FACTORIES:
-        raise SpecError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
-    return _FACTORIES[name]()
+    """The algorithm called ``name``; :class:`~metasearch.errors.SpecError` where none is."""
+    return cast(MetaAlgorithm, registry.lookup(name))
 
 
-__all__ = [
-    "GradientBased",
-    "MAMLPlusPlus",
-    "MetaAlgorithm",
-    "MetaGradients",
-    "PrototypicalNetworks",
-    "Reptile",
-    "get_algorithm",
-    "step_weights",
-]
+__all__ = ["MetaAlgorithm", "MetaGradients", "get_algorithm", "query_precision", "step_weights"]

@@ -21,7 +21,7 @@ from metasearch.evaluation import (
     score,
 )
 from metasearch.export import export_learner
-from metasearch.export.exporting import EXPORTED_NORMALIZATION
+from metasearch.export.exporting import EXPORTED_NORMALIZATION, without_unused_rates
 from metasearch.learners import Learner, build_learner
 from metasearch.search.results import best_trials
 from metasearch.search.storage import redact
@@ -49,13 +49,13 @@ def export_trial(
     chosen = pick_trial(study, trial)
     spec = LearnerSpec.from_dict(chosen.user_attrs["spec"])
     source = build_source(config, data_root, device)
-    budget = config.budget.to_budget(config.seed)
+    budget = config.budget.to_budget(config.seed, config.engine)
     learner = build_learner(
         spec, source.input_shape, source.n_outputs, source.kind, budget.seed, source.device
     )
     weights = load_trial_weights(study_files(storage_url, study, config.artifacts), chosen)
     if weights is not None:
-        learner.load_state_tensors(weights)
+        learner.load_state_tensors(without_unused_rates(weights, learner))
     else:
         console.print(f"no stored weights for trial {chosen.number}: meta-training it again")
         result = evaluate(spec, source, budget)
@@ -101,7 +101,7 @@ def export_scored(
     """Scores ``learner`` (``label`` names it in the verdict printed) on meta-test tasks the
     search never saw and exports it to ``out`` with its validation scores and what it really
     trained (``training``: iterations, examples, seconds)."""
-    budget = config.budget.to_budget(config.seed)
+    budget = config.budget.to_budget(config.seed, config.engine)
     protocol = Protocol(tasks=max(META_TEST_TASKS, budget.eval_tasks), seed=budget.eval_seed)
     test_source = protocol.source(source, "test")
     test_tasks = held_out_tasks(test_source, "test", protocol.tasks, protocol.seed)

@@ -70,6 +70,7 @@ class RetrainBudget:
             eval_every=amount / EVALUATIONS if unit != "iterations" else max(1, amount // 10),
             eval_tasks=config.budget.eval_tasks,
             seed=config.seed,
+            engine=config.engine,
         )
 
 

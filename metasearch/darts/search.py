@@ -21,10 +21,11 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from metasearch.algorithms import MetaAlgorithm, Reptile, get_algorithm
+from metasearch.algorithms import MetaAlgorithm, get_algorithm
 from metasearch.darts.config import DartsConfig
 from metasearch.darts.genotype import derive_genotype, edge_inputs, edge_label
 from metasearch.darts.supernet import ALPHAS, SupernetLearner, build_supernet_learner
+from metasearch.engines import choose_engine
 from metasearch.evaluation.allocator import retain_freed_memory
 from metasearch.spec import Genotype, LearnerSpec
 from metasearch.tasks.base import TaskBatch, TaskSource
@@ -77,6 +78,7 @@ def search_architecture(
         spec, source, config.channels, config.cells, config.nodes, config.operations, seed
     )
     algorithm = get_algorithm(spec.outer.algorithm)
+    engine = choose_engine(learner)
     arch = list(learner.alphas().values())
     arch_ids = {id(t) for t in arch}
     meta = learner.meta_tensors()
@@ -97,9 +99,11 @@ def search_architecture(
         if config.drop_prob > 0:
             learner.supernet.keep = learner.supernet.sample_keep(config.drop_prob, generator)
         try:
-            step = algorithm.meta_gradients(learner, batch, (iteration - 1) / config.iterations)
+            step = engine.meta_gradients(
+                algorithm, [learner], batch, (iteration - 1) / config.iterations
+            )[0]
             grads = {id(t): g for t, g in zip(meta, step.grads, strict=True)}
-            if searching and isinstance(algorithm, Reptile):
+            if searching and not algorithm.query_gradient:
                 grads |= dict(zip(map(id, arch), _query_gradients(algorithm, learner, batch)))
         finally:
             learner.supernet.keep = None
@@ -130,9 +134,10 @@ def _query_gradients(
     """First-order gradient of the mean query loss after adaptation to each support set, with
     respect to the architecture weights."""
     params = {n: p if n.startswith(ALPHAS) else p.detach() for n, p in learner.params.items()}
+    meta = {n: v.detach() for n, v in learner.meta_state.items()}
 
     def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
-        state = algorithm.adapt(learner, params, sx, sy, True)
+        state = algorithm.adapt(learner, params, meta, sx, sy, True)
         return learner.loss(algorithm.predict(learner, params, state, qx), qy)
 
     losses = vmap(one_task)(*batch)

@@ -18,8 +18,12 @@ from torch import Tensor, nn
 from metasearch.darts.cells import Cell, CellNetwork
 from metasearch.darts.operations import OPS
 from metasearch.learners.init import initialize
-from metasearch.learners.inner_lr import InnerLearningRates
-from metasearch.learners.learner import Learner, adapted_names, meta_parameters
+from metasearch.learners.learner import (
+    Learner,
+    adapted_names,
+    initial_meta_state,
+    meta_parameters,
+)
 from metasearch.learners.networks import Network
 from metasearch.spec import CellKind, LearnerSpec
 from metasearch.tasks.base import TaskSource
@@ -131,5 +135,5 @@ def build_supernet_learner(
     network = network.to(source.device).train()
     params = meta_parameters(spec, network)
     adapted = [n for n in adapted_names(spec, params) if not n.startswith(ALPHAS)]
-    inner_lrs = InnerLearningRates.create(spec.inner, params, adapted)
-    return SupernetLearner(spec, network, params, inner_lrs, source.kind, source.n_outputs)
+    meta_state = initial_meta_state(spec, params, adapted)
+    return SupernetLearner(spec, network, params, meta_state, source.kind, source.n_outputs)

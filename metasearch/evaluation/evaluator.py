@@ -11,6 +11,7 @@ from dataclasses import replace
 import torch
 
 from metasearch.algorithms import MetaAlgorithm, MetaGradients, get_algorithm
+from metasearch.engines import choose_engine
 from metasearch.errors import SpecError
 from metasearch.evaluation.allocator import retain_freed_memory
 from metasearch.evaluation.checkpoint import CheckpointStore, TrainingState
@@ -82,8 +83,10 @@ OUT_OF_MEMORY = "ran out of device memory; lower meta_batch_size or widths"
 
 def check_compatible(spec: LearnerSpec, source: TaskSource) -> None:
     """Raises :class:`SpecError` where ``spec`` cannot learn ``source``'s tasks."""
-    if spec.outer.algorithm == "protonet" and source.kind != "classification":
-        raise SpecError("protonet needs classification tasks; choose a gradient-based algorithm")
+    if get_algorithm(spec.outer.algorithm).classification_only and source.kind != "classification":
+        raise SpecError(
+            f"{spec.outer.algorithm} needs classification tasks; choose a gradient-based algorithm"
+        )
     family = spec.architecture.family
     if family in ("conv", "cells") and len(source.input_shape) != 3:
         raise SpecError(
@@ -123,6 +126,7 @@ class MetaTraining:
             outer.iterations if budget.unit == "iterations" else None
         )
         self.train_source, self.train_learner = training_episodes(learner, source)
+        self.engine = choose_engine(self.train_learner, budget.engine)
         self.done, self.seconds, self.examples, self.scoring_seconds = 0, 0.0, 0.0, 0.0
         self.costs: list[float] = []  # seconds of each iteration since the start or resume
         self.curve: list[tuple[int, float]] = []
@@ -159,7 +163,9 @@ class MetaTraining:
             batch = self.sample(generator)
             if self.over(batch):
                 break
-            step = self.algorithm.meta_gradients(self.train_learner, batch, self.progress())
+            step = self.engine.meta_gradients(
+                self.algorithm, [self.train_learner], batch, self.progress()
+            )[0]
             ended = self.apply(batch, step, report, self.elapsed(started))
             if watch is not None:
                 self.tell(watch)
@@ -310,7 +316,7 @@ class MetaTraining:
         if not every or spent // every <= (spent - last_spend) // every:
             return False
         started = time.perf_counter()
-        validation = score(self.algorithm, self.learner, self.tasks).query_loss
+        validation = score(self.algorithm, self.learner, self.tasks, engine=self.engine).query_loss
         self.scoring_seconds += time.perf_counter() - started
         if not math.isfinite(validation):
             raise Diverged(f"diverged: validation loss {validation} at iteration {self.done}")
@@ -365,7 +371,7 @@ class MetaTraining:
         if self.too_slow:
             return self._failed(self.reason or "too slow", status="pruned")
         started = time.perf_counter()
-        final = score(self.algorithm, self.learner, self.tasks)
+        final = score(self.algorithm, self.learner, self.tasks, engine=self.engine)
         self.scoring_seconds += time.perf_counter() - started
         if not math.isfinite(final.query_loss):
             return self._failed("query loss is not finite after meta-training")

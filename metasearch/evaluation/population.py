@@ -3,7 +3,7 @@
 Candidates that differ only in their initialization (``init``), inner learning rate
 (``inner.lr``) and outer optimizer (``outer.meta_lr``, ``outer.optimizer``) have parameters of
 the same shapes and draw the same meta-batches under one budget, so every meta-step of all of
-them is one batched computation (:meth:`MetaAlgorithm.population_meta_gradients`). Each
+them is one batched computation (the engine's ``meta_gradients`` of them all). Each
 candidate still has its own optimizer, divergence checks, pruning and score: the results are
 those :func:`~metasearch.evaluation.evaluate` gives for each alone, except that
 ``meta_train_seconds`` is the wall-clock time of the whole population.
@@ -133,8 +133,8 @@ def _run(
             return
         learners = [trainings[i].train_learner for i in active]
         try:
-            steps = first.algorithm.population_meta_gradients(
-                learners, batch, trainings[active[0]].progress()
+            steps = first.engine.meta_gradients(
+                first.algorithm, learners, batch, trainings[active[0]].progress()
             )
         except torch.OutOfMemoryError:
             for i in active:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from metasearch.engines import EngineChoice
 from metasearch.evaluation.scoring import DEFAULT_EVAL_SEED
 from metasearch.learners.learner import Learner
 from metasearch.tasks.base import Split
@@ -44,6 +45,8 @@ class Budget:
         seed: seeds the initialization and the training tasks.
         check_every: how often (iterations) the training loss is checked for divergence.
         divergence_factor: a training loss above this multiple of the first one has diverged.
+        engine: how a meta-batch runs (:func:`metasearch.engines.choose_engine`): ``auto``,
+            ``vmap`` (the reference) or ``grouped`` (the hand-batched network).
     """
 
     iterations: int | None = None
@@ -58,6 +61,7 @@ class Budget:
     seed: int = 0
     check_every: int = 20
     divergence_factor: float = 1e3
+    engine: EngineChoice = "auto"
 
     def __post_init__(self) -> None:
         if self.iterations is not None and self.iterations < 1:

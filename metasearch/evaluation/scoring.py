@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from metasearch.algorithms import MetaAlgorithm
+from metasearch.engines import Engine, choose_engine
 from metasearch.learners.learner import Learner
 from metasearch.spec import NormalizationAtPrediction
 from metasearch.tasks.base import Split, TaskBatch, TaskSource
@@ -51,13 +52,16 @@ def score(
     tasks: TaskBatch,
     chunk_size: int = 32,
     normalization: NormalizationAtPrediction | None = None,
+    engine: Engine | None = None,
 ) -> Scores:
     """Adapts to each task's support set and scores its query set, ``chunk_size`` tasks at once,
-    with batch normalization at prediction as ``normalization`` says (by default the spec's)."""
+    with batch normalization at prediction as ``normalization`` says (by default the spec's),
+    on ``engine`` (by default the one :func:`~metasearch.engines.choose_engine` picks)."""
+    engine = engine or choose_engine(learner, log=False)
     losses, correct = [], []
     start = time.perf_counter()
     for chunk in tasks.chunks(chunk_size):
-        outputs = algorithm.predict_tasks(learner, chunk, normalization)
+        outputs = engine.predict_tasks(algorithm, learner, chunk, normalization)
         losses.append(torch.stack([learner.loss(o, y) for o, y in zip(outputs, chunk.query_y)]))
         if learner.task_kind == "classification":
             correct.append((outputs.argmax(-1) == chunk.query_y).double().mean(1))

@@ -12,6 +12,7 @@ from typing import Any, get_args
 import torch
 from torch import Tensor
 
+from metasearch import registry
 from metasearch.algorithms import MetaAlgorithm, get_algorithm
 from metasearch.errors import DataError
 from metasearch.evaluation import META_TEST_TASKS, Protocol, Scores, held_out_tasks, score
@@ -144,7 +145,7 @@ class ExportedLearner:
         """Whether this learner takes tasks of any number of classes: Prototypical Networks
         classify by distance to class prototypes and have no head (Snell et al., 2017);
         gradient-based learners have one output per class they were meta-trained on."""
-        return self.learner.task_kind == "classification" and self._algorithm.name == "protonet"
+        return self.learner.task_kind == "classification" and self._algorithm.any_ways
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> AdaptedLearner:
         """Adapts to one task: ``support_x [S, *input_shape]`` with class labels ``[S]`` in
@@ -157,7 +158,8 @@ class ExportedLearner:
         y = self._targets(support_y, len(x)).to(x.device)
         learner = self.learner_for(int(y.max()) + 1) if self.any_ways else self.learner
         with torch.no_grad():  # torch.func.grad inside adapt ignores the outer no_grad
-            state = self._algorithm.adapt(learner, params, x, y, True)
+            meta = {n: v.detach() for n, v in learner.meta_state.items()}
+            state = self._algorithm.adapt(learner, params, meta, x, y, True)
         return AdaptedLearner(
             learner, self._algorithm, params, state, x, self.normalization, self._warn_single
         )
@@ -198,8 +200,8 @@ class ExportedLearner:
             raise DataError(
                 f"this {self._algorithm.name} learner has {self.learner.n_outputs} outputs, one "
                 f"per class of the tasks it was meta-trained on, so it cannot take {ways}-way "
-                "tasks; only Prototypical Networks (protonet, no head) take another number of "
-                "classes"
+                f"tasks; only {', '.join(_any_ways_algorithms())} (no head) take another number "
+                "of classes"
             )
         return dataclasses.replace(self.learner, n_outputs=ways)  # the head goes unused
 
@@ -233,10 +235,17 @@ class ExportedLearner:
                 f"support_y labels must be 0..{ways - 1} for this {ways}-way learner, got "
                 f"{sorted(labels)}; number the task's classes from 0"
             )
-        if self.spec.outer.algorithm == "protonet" and len(labels) < ways:
+        if self._algorithm.any_ways and len(labels) < ways:
             missing = sorted(set(range(ways)) - labels)
-            raise ValueError(f"protonet needs a support example of every class; missing {missing}")
+            raise ValueError(
+                f"{self.spec.outer.algorithm} needs a support example of every class; "
+                f"missing {missing}"
+            )
         return y.long()
+
+
+def _any_ways_algorithms() -> list[str]:
+    return [a.name for a in map(get_algorithm, registry.names()) if a.any_ways]
 
 
 def load_learner(

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from torch import Tensor
 
 from metasearch.errors import ArtifactError
 from metasearch.export.artifact import (
@@ -50,6 +51,7 @@ class _Content(BaseModel):
 EXPORTED_NORMALIZATION: NormalizationAtPrediction = "support"
 """How an exported learner normalizes when it predicts, unless told otherwise: by its support
 set's statistics, so that a query's class does not depend on the queries beside it."""
+LEGACY_RATES = "inner_lr."
 OLD_SCORE_NAMES = {"loss": "query_loss", "loss_ci95": "query_loss_ci95"}
 """Format version 2 keyed the meta-test scores ``loss``; version 3 names them as the
 validation scores are named."""
@@ -140,6 +142,7 @@ def read_learner(path: str | os.PathLike[str], device: torch.device | str = "cpu
         ) from None
     except ValueError as error:  # a SpecError, a bad transform or a spec-shape clash
         raise ArtifactError(f"{where}: {error}; {EXPORT_AGAIN}") from None
+    tensors = without_unused_rates(tensors, outline)
     problem = shape_mismatch(_shapes(outline), {n: tuple(t.shape) for n, t in tensors.items()})
     if problem:
         raise ArtifactError(
@@ -165,6 +168,15 @@ def _upgraded(metadata: dict[str, Any]) -> dict[str, Any]:
         test = {OLD_SCORE_NAMES.get(key, key): value for key, value in test.items()}
         upgraded["scores"] = scores | {"test": test}
     return upgraded
+
+
+def without_unused_rates(tensors: dict[str, Tensor], learner: Learner) -> dict[str, Tensor]:
+    """``tensors`` without the inner learning rates (``inner_lr.*``) that learners of an
+    algorithm with no inner loop (Prototypical Networks) were saved with before algorithms
+    owned their meta-state; they never took part in a prediction."""
+    if any(name.startswith(LEGACY_RATES) for name in learner.state_tensors()):
+        return tensors
+    return {n: t for n, t in tensors.items() if not n.startswith(LEGACY_RATES)}
 
 
 def _shapes(learner: Learner) -> dict[str, tuple[int, ...]]:

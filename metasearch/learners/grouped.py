@@ -14,7 +14,7 @@ it; on the CPU it avoids the slow batching rules of pooling and normalization un
 A first convolution and its batch normalization run as one convolution with the normalization
 folded into its weights (:mod:`metasearch.learners.input_block`).
 Networks with modules not listed in :data:`_MAPS` or :data:`_VECTORS` are not supported
-(:func:`supports`), and the algorithms then fall back to ``vmap``.
+(:func:`supports`); the vmap engine runs those (:mod:`metasearch.engines`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metasearch.learners.input_block import fold_input_norm, folds_input_norm
-from metasearch.learners.learner import Learner, Params
+from metasearch.learners.learner import Learner, MetaState, Params
 from metasearch.learners.networks import ACTIVATIONS, BatchStatNorm, Network, at_least_float32
 from metasearch.spec import LearnerSpec
 from metasearch.tasks.base import TaskBatch
@@ -136,17 +136,26 @@ def has_maps(network: nn.Module) -> bool:
 
 
 def supports(network: nn.Module) -> bool:
-    """Whether :class:`GroupedLearner` can run ``network`` (else use ``vmap``)."""
+    """Whether :class:`GroupedLearner` can run ``network``."""
+    return not unsupported(network)
+
+
+def unsupported(network: nn.Module) -> list[str]:
+    """What in ``network`` :class:`GroupedLearner` cannot run (module type names), if anything."""
     if not isinstance(network, Network) or not isinstance(network.body, nn.Sequential):
-        return False
+        return [
+            type(network).__name__ if not isinstance(network, Network) else "a non-sequential body"
+        ]
     layers = _MAPS if has_maps(network) else _VECTORS
-    return all(type(m) in layers for m in network.body)
+    return sorted({type(m).__name__ for m in network.body if type(m) not in layers})
 
 
 class GroupedLearner:
     """``learners`` (one shape, e.g. a population) on ``tasks`` tasks each: group ``p * tasks +
     t`` is learner ``p`` on task ``t``. It has the :class:`Learner` methods the algorithms use,
     but every tensor has a leading group dimension and :meth:`loss` is one loss per group."""
+
+    batch_dims = 1
 
     def __init__(self, learners: Sequence[Learner], tasks: int) -> None:
         first = learners[0]
@@ -167,12 +176,13 @@ class GroupedLearner:
         }
         return {n: self._per_task(p.detach() if detach else p) for n, p in stacked.items()}
 
-    def inner_lrs(self, name: str, step: int) -> Tensor:
-        """Each group's rate for ``name`` at ``step``, broadcastable to ``[G, *shape]``."""
-        rates = torch.stack([learner.inner_lrs(name, step) for learner in self.learners])
-        rates = self._per_task(rates)
-        shape = self.learners[0].params[name].shape
-        return rates.reshape(self.groups, *[1] * len(shape)) if rates.dim() == 1 else rates
+    def meta_state(self, detach: bool = False) -> MetaState:
+        """Every learner's meta-state, repeated for each of its tasks: ``[G, *shape]``."""
+        stacked = {
+            name: torch.stack([learner.meta_state[name] for learner in self.learners])
+            for name in self.learners[0].meta_state
+        }
+        return {n: self._per_task(v.detach() if detach else v) for n, v in stacked.items()}
 
     def features(self, params: Params, x: Tensor) -> Tensor:
         """Body outputs ``[G, N, F]`` for inputs ``[G, N, *input]``."""

@@ -259,7 +259,7 @@ class _Objective:
     ) -> None:
         self.space, self.source, self.objectives = config.space, source, config.objectives
         self.multi_objective = config.multi_objective
-        self.budget = config.budget.to_budget(config.seed)
+        self.budget = config.budget.to_budget(config.seed, config.engine)
         self.darts = config.darts
         self.files, self.target, self.stop, self.observe = files, target, stop, observe
         self.checkpoint_every = config.checkpoint_every or config.budget.eval_every or 100

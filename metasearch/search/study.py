@@ -15,6 +15,7 @@
     storage: null                     # default: sqlite beside this file, <stem>.db
     artifacts: null                   # trial weights: a folder or s3://BUCKET; <stem>.weights
     device: auto                      # auto, cpu, cuda or cuda:N
+    engine: auto                      # auto, vmap or grouped: how a meta-batch runs
     strategy: blackbox                # or darts: the architecture by differentiable search
     darts: {iterations: 200}          # strategy darts only; see metasearch.darts.DartsConfig
     checkpoint_every: null            # meta-iterations; default budget.eval_every, else 100
@@ -45,6 +46,7 @@ from pydantic import (
 
 from metasearch.darts.config import DartsConfig
 from metasearch.devices import DEVICE, resolve_device
+from metasearch.engines import EngineChoice
 from metasearch.errors import SpecError
 from metasearch.evaluation import Budget
 from metasearch.evaluation.result import BudgetUnit
@@ -133,7 +135,7 @@ class BudgetConfig(_Model):
             )
         return self
 
-    def to_budget(self, seed: int) -> Budget:
+    def to_budget(self, seed: int, engine: EngineChoice = "auto") -> Budget:
         return Budget(
             iterations=self.iterations,
             unit=self.unit,
@@ -143,6 +145,7 @@ class BudgetConfig(_Model):
             eval_tasks=self.eval_tasks,
             min_iterations=self.min_iterations,
             seed=seed,
+            engine=engine,
         )
 
 
@@ -215,6 +218,7 @@ class StudyConfig(_Model):
     storage: str | None = None
     artifacts: str | None = Field(None, min_length=1)
     device: str = "auto"
+    engine: EngineChoice = "auto"
     threads: int | None = Field(None, ge=1, le=1024)
     strategy: Literal["blackbox", "darts"] = "blackbox"
     darts: DartsConfig | None = Field(None, validate_default=True)

@@ -54,15 +54,19 @@ def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> Any:
 
 
 def _nested(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"inner.lr": 0.1}`` -> ``{"inner": {"lr": 0.1}}``, widths repeated to the depth."""
+    """``{"inner.lr": 0.1}`` -> ``{"inner": {"lr": 0.1}}`` (and ``outer.options.lam`` into
+    ``outer.options``), widths repeated to the depth."""
     nested: dict[str, dict[str, Any]] = {}
     for field, value in values.items():
         if field == DEPTH:
             continue
         if field == WIDTHS and isinstance(value, int):
             value = [value] * values[DEPTH]
-        section, name = field.split(".", 1)
-        nested.setdefault(section, {})[name] = value
+        *path, name = field.split(".")
+        target = nested
+        for part in path:
+            target = target.setdefault(part, {})
+        target[name] = value
     return nested
 
 
