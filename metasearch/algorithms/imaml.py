@@ -35,6 +35,7 @@ class IMAMLOptions(BaseModel):
 
 class IMAML(GradientBased):
     options = IMAMLOptions
+    query_gradient = False  # implicit, and only for the adapted parameters
     uses = INNER_LOOP | {"outer.options.lam", "outer.options.cg_steps"}
 
     def __init__(self) -> None:
