@@ -1,0 +1,62 @@
+"""The package's layers import only downward: a module imports its own layer or a lower one."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "metasearch"
+
+# Lowest first; the modules of one tuple form one layer.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "reading", "devices", "spec", "version"),
+    ("tasks",),
+    ("learners",),
+    ("algorithms",),
+    ("engines",),
+    ("evaluation",),
+    ("darts",),
+    ("search",),
+    ("export",),
+    ("report",),
+    ("commands", "cli", "__main__", ""),
+)
+RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+
+
+def _layer(module: str) -> int:
+    """The layer of ``metasearch.<part>...``; the package root is on top."""
+    parts = module.split(".")
+    return RANK[parts[1] if len(parts) > 1 else ""]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    """Every ``metasearch.*`` module imported anywhere in ``tree``, functions included."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return {name for name in found if name == "metasearch" or name.startswith("metasearch.")}
+
+
+def test_imports_go_only_downward() -> None:
+    offending = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        for target in sorted(_imports(ast.parse(path.read_text(), str(path)))):
+            if _layer(target) > _layer(module):
+                offending.append(f"{module} -> {target}")
+    assert not offending, "imports from a higher layer:\n" + "\n".join(offending)
+
+
+def test_every_layer_is_known() -> None:
+    names = {path.stem if path.is_file() else path.name for path in PACKAGE.iterdir()}
+    modules = {name for name in names if not name.startswith(("_", ".")) and name != "py.typed"}
+    assert modules <= set(RANK), sorted(modules - set(RANK))
