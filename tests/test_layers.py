@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "metasearch"
+
+ROOT = PACKAGE.parent
 
 # Lowest first; the modules of one tuple form one layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
@@ -60,3 +66,32 @@ def test_every_layer_is_known() -> None:
     names = {path.stem if path.is_file() else path.name for path in PACKAGE.iterdir()}
     modules = {name for name in names if not name.startswith(("_", ".")) and name != "py.typed"}
     assert modules <= set(RANK), sorted(modules - set(RANK))
+
+
+GENOTYPE = {
+    "normal": [[["sep_conv_3x3", 0], ["skip_connect", 1]], [["dil_conv_3x3", 2], ["conv_5x5", 0]]],
+    "reduce": [[["max_pool_3x3", 0], ["avg_pool_3x3", 1]], [["conv_3x3", 2], ["skip_connect", 1]]],
+    "layout": ["reduce", "normal"],
+}
+BUILD_CELLS = """
+import json, sys
+from metasearch.learners import build_learner
+from metasearch.spec import LearnerSpec
+architecture = {"family": "cells", "widths": [4], "genotype": json.loads(sys.argv[1])}
+spec = LearnerSpec.from_dict({"architecture": architecture})
+build_learner(spec, (1, 12, 12), 2, "classification")
+print("optuna" in sys.modules)
+"""
+
+
+def test_a_cells_learner_builds_without_optuna() -> None:
+    """Using a learner of derived cells needs the learners layer only, not the search's Optuna."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-c", BUILD_CELLS, json.dumps(GENOTYPE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert run.stdout.split() == ["False"], run.stdout

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metasearch.darts.cells import Cell, CellNetwork
-from metasearch.darts.operations import OPS
+from metasearch.learners.cells import Cell, CellNetwork
 from metasearch.learners.init import initialize
 from metasearch.learners.inner_lr import InnerLearningRates
 from metasearch.learners.learner import Learner, adapted_names, meta_parameters
 from metasearch.learners.networks import Network
+from metasearch.learners.operations import OPS
 from metasearch.spec import CellKind, LearnerSpec
 from metasearch.tasks.base import TaskSource
 
