@@ -30,10 +30,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
 
-def _layer(module: str) -> int:
-    """The layer of ``metasearch.<part>...``; the package root is on top."""
+def _part(module: str) -> str:
+    """The top-level part of ``metasearch.<part>...``; ``""`` for the package root."""
     parts = module.split(".")
-    return RANK[parts[1] if len(parts) > 1 else ""]
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _layer(module: str) -> int:
+    return RANK[_part(module)]
 
 
 def _module_name(path: Path) -> str:
@@ -60,6 +64,18 @@ def test_imports_go_only_downward() -> None:
             if _layer(target) > _layer(module):
                 offending.append(f"{module} -> {target}")
     assert not offending, "imports from a higher layer:\n" + "\n".join(offending)
+
+
+def test_exported_learners_do_not_need_the_search() -> None:
+    """Using an exported learner goes through the layers below the search only."""
+    allowed = {*LAYERS[0], "tasks", "learners", "algorithms", "engines", "evaluation", "export"}
+    offending = [
+        f"{_module_name(path)} -> {target}"
+        for path in sorted((PACKAGE / "export").rglob("*.py"))
+        for target in sorted(_imports(ast.parse(path.read_text(), str(path))))
+        if _part(target) not in allowed
+    ]
+    assert not offending, "export imports beyond its allowed layers:\n" + "\n".join(offending)
 
 
 def test_every_layer_is_known() -> None:
