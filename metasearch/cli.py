@@ -161,7 +161,7 @@ _handler = LogHandler(console)
 
 def _print_version(value: bool) -> None:
     if value:
-        from metasearch import __version__
+        from metasearch.version import __version__
 
         typer.echo(f"metasearch {__version__}")
         raise typer.Exit()

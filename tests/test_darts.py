@@ -16,6 +16,7 @@ from metasearch.darts.plot import architecture_weight_pngs
 from metasearch.export import export_learner, load_learner
 from metasearch.learners import build_learner
 from metasearch.search import StudyConfig, run_study
+from metasearch.search.results import architecture_histories
 from metasearch.spec import Genotype, LearnerSpec
 from metasearch.tasks import TaskBatch, TaskSource
 
@@ -180,7 +181,7 @@ def test_darts_study_stores_spec_result_and_history(data_root: Path, tmp_path: P
         assert spec.architecture.family == "cells" and spec.outer.iterations == 2
         assert trial.user_attrs["result"]["status"] == "complete"
         assert trial.user_attrs["architecture_weights"]["iterations"] == [0, 1, 2, 3]
-    pngs = architecture_weight_pngs(study)
+    pngs = architecture_weight_pngs(architecture_histories(study))
     best = min(trials, key=lambda t: t.value).number
     assert [title for title, _ in pngs][:2] == [
         f"trial {best}: normal cell",

@@ -17,11 +17,11 @@ from conftest import write_tiny_study
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from metasearch.darts.objective import HISTORY_ATTR
 from metasearch.report import figures, write_report
 from metasearch.report.page import render
 from metasearch.report.table import trials_table
 from metasearch.search import load_study_file, run_study
+from metasearch.search.results import HISTORY_ATTR
 
 LR = {"inner.lr": FloatDistribution(1e-3, 0.1, log=True)}
 

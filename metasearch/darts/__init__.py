@@ -9,15 +9,12 @@
 
 from metasearch.darts.config import DartsConfig
 from metasearch.darts.genotype import derive_genotype, genotype_spec
-from metasearch.darts.objective import HISTORY_ATTR, darts_architecture
 from metasearch.darts.search import SearchResult, architecture_weights, search_architecture
 
 __all__ = [
-    "HISTORY_ATTR",
     "DartsConfig",
     "SearchResult",
     "architecture_weights",
-    "darts_architecture",
     "derive_genotype",
     "genotype_spec",
     "search_architecture",

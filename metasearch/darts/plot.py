@@ -1,53 +1,38 @@
-"""The report's plots of how the architecture weights evolved during each search."""
+"""Plots of how the architecture weights evolved during a differentiable search.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` directly, without pyplot, so that no
+backend has to be chosen (PNG output uses Agg)."""
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-
-from metasearch.darts.objective import HISTORY_ATTR  # noqa: E402
-from metasearch.search.results import best_trials  # noqa: E402
-
-TRIALS_SHOWN = 3
+from matplotlib.figure import Figure
 
 
-def architecture_weight_pngs(study: optuna.Study) -> list[tuple[str, bytes]]:
-    """For the best trials that ran a differentiable search (at most three), one PNG per cell
-    kind: a panel per edge with each operation's softmax weight over the search's iterations.
-    Returns ``(title, PNG)`` pairs (none for a study without such trials)."""
-    trials = [t for t in best_trials(study) if HISTORY_ATTR in t.user_attrs][:TRIALS_SHOWN]
+def architecture_weight_pngs(histories: Sequence[tuple[int, dict]]) -> list[tuple[str, bytes]]:
+    """For each ``(trial number, history)``, one PNG per cell kind: a panel per edge with each
+    operation's softmax weight over the search's iterations. Returns ``(title, PNG)`` pairs."""
     pngs = []
-    for trial in trials:
+    for number, history in histories:
         for kind in ("normal", "reduce"):
-            title = f"trial {trial.number}: {kind} cell"
+            title = f"trial {number}: {kind} cell"
             png = io.BytesIO()
-            draw_history(trial.user_attrs[HISTORY_ATTR], kind, title).savefig(png, dpi=100)
-            plt.close("all")
+            draw_history(history, kind, title).savefig(png, format="png", dpi=100)
             pngs.append((title, png.getvalue()))
     return pngs
 
 
-def draw_history(history: dict, kind: str, title: str) -> plt.Figure:
+def draw_history(history: dict, kind: str, title: str) -> Figure:
     """One panel per edge of the ``kind`` cell: each operation's softmax weight over the
     iterations of a search's ``history`` (:attr:`SearchResult.history`)."""
     edges, operations = history["edges"], history["operations"]
     columns = min(len(edges), 5)
     rows = math.ceil(len(edges) / columns)
-    figure, axes = plt.subplots(
-        rows,
-        columns,
-        figsize=(2.6 * columns, 2.2 * rows + 0.8),
-        sharex=True,
-        sharey=True,
-        squeeze=False,
-    )
+    figure = Figure(figsize=(2.6 * columns, 2.2 * rows + 0.8))
+    axes = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
     tables = history[kind]  # [records][edges][operations]
     for e, axis in enumerate(axes.flat):
         if e >= len(edges):

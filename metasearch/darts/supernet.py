@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metasearch.darts.cells import Cell, CellNetwork
-from metasearch.darts.operations import OPS
+from metasearch.learners.cells import Cell, CellNetwork
 from metasearch.learners.init import initialize
 from metasearch.learners.learner import (
     Learner,
@@ -25,6 +24,7 @@ from metasearch.learners.learner import (
     meta_parameters,
 )
 from metasearch.learners.networks import Network
+from metasearch.learners.operations import OPS
 from metasearch.spec import CellKind, LearnerSpec
 from metasearch.tasks.base import TaskSource
 

@@ -40,6 +40,7 @@ from torch import Tensor
 from metasearch.errors import ArtifactError
 from metasearch.reading import read_capped
 from metasearch.spec import format_validation_error
+from metasearch.version import __version__
 
 FORMAT = "metasearch-learner"
 FORMAT_VERSION = 3
@@ -144,16 +145,9 @@ def metadata_checksum(metadata: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _metasearch_version() -> str:
-    # Imported here: the package may import this module while ``metasearch`` is initializing.
-    from metasearch import __version__
-
-    return __version__
-
-
 def _provenance(extra: dict[str, Any]) -> dict[str, Any]:
     recorded = {
-        "metasearch_version": _metasearch_version(),
+        "metasearch_version": __version__,
         "torch_version": str(torch.__version__),
         "optuna_version": _installed("optuna"),
         "python_version": platform.python_version(),
@@ -220,7 +214,7 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
         raise ArtifactError(
             f"{path} has format version {version!r}, exported by an incompatible metasearch "
             f"version {writer or 'unknown'}; re-export it with this version (metasearch "
-            f"{_metasearch_version()} reads format versions "
+            f"{__version__} reads format versions "
             f"{', '.join(map(str, READABLE_VERSIONS))})"
         )
     if metadata.get(CHECKSUM) != metadata_checksum(metadata):

@@ -104,7 +104,8 @@ def build_network(spec: ArchitectureSpec, input_shape: tuple[int, ...], n_output
             raise ValueError(f"the conv family needs image inputs [C, H, W], got {input_shape}")
         body = _conv_body(spec, input_shape[0])
     elif spec.family == "cells":  # differentiable architecture search's derived cells
-        from metasearch.darts.cells import genotype_body  # imported late: it builds on this module
+        # Imported late: the cells build on this module's normalization.
+        from metasearch.learners.cells import genotype_body
 
         body = genotype_body(spec, input_shape)
     else:

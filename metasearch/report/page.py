@@ -20,7 +20,7 @@ from metasearch.darts.plot import architecture_weight_pngs
 from metasearch.errors import MetasearchError
 from metasearch.report import figures
 from metasearch.report.table import trials_table
-from metasearch.search.results import describe_trial, objective_names
+from metasearch.search.results import architecture_histories, describe_trial, objective_names
 from metasearch.search.storage import FULL, unwritable
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def render(study: optuna.Study, title: str) -> str:
     sections += [
         f"<h2>Architecture weights, {html.escape(name)}</h2>"
         f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{name}">'
-        for name, png in architecture_weight_pngs(study)
+        for name, png in architecture_weight_pngs(architecture_histories(study))
     ]
     counts = {
         s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState

@@ -12,6 +12,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from metasearch.spec import LearnerSpec, applies
 
+HISTORY_ATTR = "architecture_weights"
+"""The trial user attribute that holds a differentiable search's architecture-weight history."""
+HISTORIES_SHOWN = 3
+
 RESULT_COLUMNS = (
     "query_loss_ci95",
     "accuracy",
@@ -125,6 +129,13 @@ def best_trials(study: optuna.Study, k: int | None = None) -> list[FrozenTrial]:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         trials = sorted(complete, key=lambda t: sign * t.value)
     return trials if k is None else trials[:k]
+
+
+def architecture_histories(study: optuna.Study) -> list[tuple[int, dict]]:
+    """``(trial number, history)`` of the best trials that ran a differentiable search (at most
+    :data:`HISTORIES_SHOWN`), for :func:`metasearch.darts.plot.architecture_weight_pngs`."""
+    trials = [t for t in best_trials(study) if HISTORY_ATTR in t.user_attrs][:HISTORIES_SHOWN]
+    return [(trial.number, trial.user_attrs[HISTORY_ATTR]) for trial in trials]
 
 
 def _row(trial: FrozenTrial, names: list[str], on_front: bool) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import optuna
 from optuna.storages import GrpcStorageProxy, JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from metasearch.darts import darts_architecture
+from metasearch.darts import genotype_spec, search_architecture
 from metasearch.errors import MetasearchError, SpecError, StorageError
 from metasearch.evaluation import (
     CheckpointStore,
@@ -40,6 +40,7 @@ from metasearch.evaluation import (
 from metasearch.search.population import run_population
 from metasearch.search.recorded import NAME as SPACE_NAME
 from metasearch.search.recorded import PREFIX, recorded_space, space_attrs
+from metasearch.search.results import HISTORY_ATTR
 from metasearch.search.samplers import make_pruner, make_sampler
 from metasearch.search.storage import FULL, creating, keeps_heartbeats, redact, unwritable
 from metasearch.search.study import DIRECTIONS, StudyConfig, build_source
@@ -294,7 +295,9 @@ class _Objective:
         if stored is not None:  # a retry of a trial killed after it stored its outcome
             return self._outcome(trial, stored)
         if self.darts is not None:  # strategy darts: the architecture by differentiable search
-            spec = darts_architecture(trial, spec, self.source, self.darts, self.budget.seed)
+            found = search_architecture(spec, self.source, self.darts, self.budget.seed)
+            trial.set_user_attr(HISTORY_ATTR, found.history)
+            spec = genotype_spec(spec, found.genotype, self.darts.channels)
         trial.set_user_attr("spec", spec.to_dict())
         seed = trial.user_attrs.get("seed")
         report = None if self.multi_objective else reporter(trial, prune=seed is None)

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metasearch.darts.operations import OPS, FactorizedReduce, ReLUConvNorm
 from metasearch.learners.networks import BatchStatNorm
+from metasearch.learners.operations import OPS, FactorizedReduce, ReLUConvNorm
 from metasearch.spec import ArchitectureSpec, CellKind, Genotype
 
 MakeEdge = Callable[[int, int, int], nn.Module]
