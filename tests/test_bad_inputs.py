@@ -1033,6 +1033,7 @@ IN_A_PROCESS = {  # one case per way a second line could reach the real stderr
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(IN_A_PROCESS))
 def test_a_real_process_prints_one_line(case: str, learner_dir: Path, tmp_path: Path) -> None:
     """Logging and warnings reach the real stderr only: one line there too, and no hang."""

@@ -89,6 +89,7 @@ def assert_one_line_error(result: Any, *expected: str) -> str:
     return message
 
 
+@pytest.mark.slow
 def test_search_show_report_export_then_adapt_beats_unadapted(tmp_path: Path) -> None:
     write_classes(tmp_path / "classes", n_classes=40, per_class=6, seed=0)
     study = write_study(tmp_path)

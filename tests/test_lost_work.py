@@ -97,6 +97,7 @@ runner.run_study(load_study_file(sys.argv[1]))
 """
 
 
+@pytest.mark.slow
 def test_a_trial_killed_after_storing_its_outcome_is_finished_not_retrained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -174,6 +174,7 @@ def _search_in_a_process(study: Path, *args: str) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.slow
 def test_threads_sets_torchs_thread_count_in_the_training_process(tmp_path: Path) -> None:
     study = tiny_study(tmp_path, trials=1, threads=3)
     storage = f"sqlite:///{tmp_path / 'tiny.db'}"

@@ -69,6 +69,7 @@ def proxy(database: str, tmp_path: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_eight_workers_through_the_proxy_do_every_trial_once(
     proxy: str, database: str, tmp_path: Path
 ) -> None:

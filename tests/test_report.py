@@ -249,6 +249,7 @@ def sinusoid_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_every_figure_of_a_sinusoid_study_draws_in_a_browser(
     sinusoid_study: Path, tmp_path: Path
 ) -> None:
@@ -261,6 +262,7 @@ def test_every_figure_of_a_sinusoid_study_draws_in_a_browser(
     assert found["figure-curves"]["g.trace"] == len(finished)  # one line per finished trial
 
 
+@pytest.mark.slow
 def test_every_figure_of_a_multi_objective_study_draws_in_a_browser(tmp_path: Path) -> None:
     path = write_tiny_study(
         tmp_path,

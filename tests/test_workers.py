@@ -62,6 +62,7 @@ def test_a_resumed_candidate_ends_exactly_where_an_uninterrupted_one_does(tmp_pa
         torch.testing.assert_close(resumed.learner.state_tensors()[name], tensor)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_killed_while_written_leaves_the_last_one_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,6 +192,7 @@ def finish(processes: list[subprocess.Popen[bytes]], tmp_path: Path, timeout: fl
             ) from None
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_running_trial_and_a_rerun_resumes_it(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     path = study_file(tmp_path, storage, trials=2, budget={"iterations": 600, "eval_tasks": 20})
@@ -216,6 +218,7 @@ def test_sigterm_checkpoints_the_running_trial_and_a_rerun_resumes_it(tmp_path: 
     assert retry.params == interrupted.params
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_three_workers_one_killed_mid_trial_end_with_exactly_the_trials_asked(
     tmp_path: Path,
@@ -246,6 +249,7 @@ def test_three_workers_one_killed_mid_trial_end_with_exactly_the_trials_asked(
     assert all("nothing was trained" in t.user_attrs["failure"] for t in others)
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_the_password_never_reaches_the_study_or_the_output(tmp_path: Path) -> None:
     assert POSTGRES is not None
@@ -259,6 +263,7 @@ def test_the_password_never_reaches_the_study_or_the_output(tmp_path: Path) -> N
     assert password not in repr(study.user_attrs) + repr(study.trials[0].user_attrs)
 
 
+@pytest.mark.slow
 def test_search_with_two_workers_on_sqlite_ends_with_exactly_the_trials_asked(
     tmp_path: Path,
 ) -> None:
