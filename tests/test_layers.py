@@ -15,7 +15,7 @@ ROOT = PACKAGE.parent
 
 # Lowest first; the modules of one tuple form one layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "reading", "devices", "spec", "version"),
+    ("errors", "reading", "devices", "registry", "spec", "version"),
     ("tasks",),
     ("learners",),
     ("algorithms",),
@@ -52,7 +52,10 @@ def _imports(tree: ast.AST) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+            if node.module == "metasearch":  # ``from metasearch import registry``
+                found.update(f"metasearch.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
     return {name for name in found if name == "metasearch" or name.startswith("metasearch.")}
 
 
