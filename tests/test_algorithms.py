@@ -140,6 +140,7 @@ def directional_finite_difference(
     return (shifted(1.0) - shifted(-1.0)) / (2 * eps)
 
 
+@pytest.mark.slow
 @ENGINES
 @pytest.mark.parametrize("normalization", ["batch", "layer", "instance", "none"])
 def test_maml_meta_gradient_matches_per_task_loop_and_finite_differences(

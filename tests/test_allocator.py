@@ -41,6 +41,7 @@ def page_faults(mode: str) -> int:
     return int(run.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_retained_memory_spares_the_page_faults_of_every_step() -> None:
     default, retained = page_faults("default"), page_faults("retain")

@@ -52,6 +52,7 @@ def no_retraining(*args: object, **kwargs: object) -> None:
     raise AssertionError("export meta-trained the trial again")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("clean_environment")
 def test_weights_are_artifacts_of_their_trials_and_export_needs_no_retraining(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -78,6 +79,7 @@ def test_weights_are_artifacts_of_their_trials_and_export_needs_no_retraining(
     assert all(exported[name].equal(artifact[name]) for name in artifact)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("clean_environment")
 def test_a_damaged_artifact_is_never_taken_for_the_trials_weights(tmp_path: Path) -> None:
     path = write_study(tmp_path)
@@ -94,6 +96,7 @@ def test_a_damaged_artifact_is_never_taken_for_the_trials_weights(tmp_path: Path
     assert load_trial_weights(files, trial) is None
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("clean_environment")
 def test_a_study_from_before_artifacts_still_exports_its_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -124,6 +127,7 @@ def test_a_study_from_before_artifacts_still_exports_its_weights(
     assert (tmp_path / "learner" / "weights.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_the_old_variable_gets_one_line_saying_what_to_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,6 +170,7 @@ class FakeS3:
         self.objects.pop((Bucket, Key), None)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("clean_environment")
 def test_weights_go_to_a_bucket_and_checkpoints_stay_in_a_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -193,6 +198,7 @@ def test_weights_go_to_a_bucket_and_checkpoints_stay_in_a_folder(
     assert not s3.objects and not files.folder.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("clean_environment")
 def test_deleting_a_studys_files_keeps_those_of_another_in_the_same_store(
     tmp_path: Path,

@@ -112,6 +112,7 @@ def write_study(folder: Path, **fields: Any) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_baseline_study_searches(tmp_path: Path) -> None:
     """The valid study every case below breaks in one place."""
     result = CliRunner().invoke(app, ["search", str(write_study(tmp_path))])
@@ -209,6 +210,7 @@ def test_a_wrong_study_field_is_named(field: str, value: Any, words: str, tmp_pa
     refused(tmp_path, ["search", write_study(tmp_path, **{field: value})], words)
 
 
+@pytest.mark.slow
 def test_many_problems_are_counted_not_listed(tmp_path: Path) -> None:
     study = write_study(tmp_path, objectives=["speed"] * 50_000)
     message = refused(tmp_path, ["search", study], "objectives.4: Input should be", "49995 more")
@@ -277,6 +279,7 @@ BROKEN_YAML: dict[str, tuple[Callable[[Path], Any], str]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BROKEN_YAML))
 def test_a_broken_study_file_is_refused(case: str, tmp_path: Path) -> None:
     make, words = BROKEN_YAML[case]
@@ -284,6 +287,7 @@ def test_a_broken_study_file_is_refused(case: str, tmp_path: Path) -> None:
     refused(tmp_path, ["search", tmp_path / "study.yaml"], "study.yaml", words)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BROKEN_YAML))
 def test_a_broken_search_space_file_is_refused(case: str, tmp_path: Path) -> None:
     make, words = BROKEN_YAML[case]
@@ -430,6 +434,7 @@ SPACE_CASES: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(SPACE_CASES))
 def test_a_wrong_search_space_is_named(case: str, tmp_path: Path) -> None:
     space, words = SPACE_CASES[case]
@@ -525,6 +530,7 @@ def test_the_baseline_image_folder_loads(tmp_path: Path) -> None:
     assert source.images.shape == (28, 3, SIDE, SIDE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_IMAGES))
 def test_a_bad_image_in_a_class_folder_is_named(case: str, tmp_path: Path) -> None:
     classes = write_classes(tmp_path / "classes", n_classes=14, per_class=2)
@@ -728,6 +734,7 @@ def test_the_intact_learner_loads(learner_dir: Path) -> None:
     assert load_learner(learner_dir).learner.n_outputs == WAYS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(ARTIFACT_CASES))
 def test_a_broken_learner_is_refused(case: str, learner_dir: Path, tmp_path: Path) -> None:
     damage, words = ARTIFACT_CASES[case]
@@ -753,6 +760,7 @@ def test_adapt_labels_clean_folders(learner_dir: Path, tmp_path: Path) -> None:
     assert "accuracy by the query folders' names" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["support", "query"])
 @pytest.mark.parametrize("case", list(BAD_IMAGES))
 def test_adapt_names_a_bad_image(case: str, where: str, learner_dir: Path, tmp_path: Path) -> None:
@@ -955,6 +963,7 @@ for _command in ("search", "worker", "export", "train", "evaluate", "adapt"):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(OPTION_CASES))
 def test_a_wrong_option_gets_one_line(case: str, learner_dir: Path, tmp_path: Path) -> None:
     args, words = OPTION_CASES[case]

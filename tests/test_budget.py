@@ -58,6 +58,7 @@ def training(learner_spec: LearnerSpec, budget: Budget, seconds: float) -> MetaT
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit, step", [(0.6, 0.05), (0.5, 0.12)])
 def test_the_time_limit_is_never_overrun_by_more_than_one_iteration(limit, step) -> None:
     run = training(spec(), Budget(unit="seconds", time_limit=limit, eval_tasks=4), step)
@@ -72,6 +73,7 @@ def test_the_time_limit_is_never_overrun_by_more_than_one_iteration(limit, step)
     assert result.scoring_seconds > 0
 
 
+@pytest.mark.slow
 def test_scoring_does_not_eat_into_the_time_limit() -> None:
     budget = Budget(unit="seconds", time_limit=0.6, eval_every=0.1, eval_tasks=200)
     run = training(spec(), budget, 0.05)
@@ -81,6 +83,7 @@ def test_scoring_does_not_eat_into_the_time_limit() -> None:
     assert run.seconds <= 0.6 + max(run.costs)
 
 
+@pytest.mark.slow
 def test_a_candidate_too_slow_for_its_budget_is_pruned_with_its_reason() -> None:
     budget = Budget(unit="seconds", time_limit=1.0, min_iterations=50, eval_tasks=4)
     run = training(spec(), budget, 0.1)
@@ -123,6 +126,7 @@ def test_an_examples_budget_stops_before_an_overrun_and_reports_in_examples() ->
     assert steps == [90, 180, 270]  # the evaluation points, in examples
 
 
+@pytest.mark.slow
 def test_mamlpp_annealing_follows_the_real_budget_not_the_nominal_iterations() -> None:
     learner_spec = spec("mamlpp", msl_fraction=0.5, first_order_fraction=0.5)
     run = training(learner_spec, Budget(unit="seconds", time_limit=0.8, eval_tasks=4), 0.04)

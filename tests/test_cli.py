@@ -223,6 +223,7 @@ def test_a_corrupt_or_truncated_artifact_is_refused(tmp_path: Path) -> None:
     assert_one_line_error(run("evaluate", out), "learner.json")
 
 
+@pytest.mark.slow
 def test_refused_commands_leave_the_stored_study_untouched(tmp_path: Path) -> None:
     write_classes(tmp_path / "classes", n_classes=40, per_class=4, seed=0)
     budget = {"iterations": 10, "eval_tasks": 10}

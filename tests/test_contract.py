@@ -52,7 +52,10 @@ FAMILIES = {
 }
 NAMES = [algorithm.name for algorithm in registry.registered()]
 ALGORITHMS = pytest.mark.parametrize("name", NAMES)
-EVERY_FAMILY = pytest.mark.parametrize("family", list(FAMILIES))
+# The fast tier checks every algorithm on the MLP family; the full suite on every family.
+EVERY_FAMILY = pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=() if f == "mlp" else pytest.mark.slow) for f in FAMILIES]
+)
 
 
 def spec_of(name: str, family: str, **outer: Any) -> LearnerSpec:

@@ -81,6 +81,7 @@ def _tiny(**changes: Any) -> DartsConfig:
     return DartsConfig(**(settings | changes))
 
 
+@pytest.mark.slow
 def test_search_concentrates_on_the_operation_the_tasks_need() -> None:
     config = _tiny(channels=8, iterations=60, warmup=15, arch_lr=0.1, drop_prob=0.0)
     result = search_architecture(_spec(), PairSource(), config, seed=0)
@@ -93,6 +94,7 @@ def test_search_concentrates_on_the_operation_the_tasks_need() -> None:
     assert result.genotype.normal == ((("conv_5x5", 0), ("conv_5x5", 1)),)
 
 
+@pytest.mark.slow
 def test_warmup_freezes_the_architecture_weights() -> None:
     config = _tiny(iterations=4, warmup=3)
     result = search_architecture(_spec("maml"), PairSource(), config, seed=1)

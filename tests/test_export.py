@@ -108,6 +108,7 @@ def artifact(tmp_path: Path) -> Path:
     return export(conv_learner("metasgd"), tiny_images(), tmp_path / "learner")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", list(ALGORITHM_SPECS))
 def test_round_trip_gives_identical_predictions(algorithm: str, tmp_path: Path) -> None:
     source, learner = tiny_images(), conv_learner(algorithm)
@@ -171,6 +172,7 @@ def test_metadata_records_what_was_exported(artifact: Path) -> None:
     assert sorted(p.name for p in artifact.iterdir()) == names
 
 
+@pytest.mark.slow
 def test_loaded_maml_adapts_to_new_sinusoids(tmp_path: Path) -> None:
     spec = LearnerSpec.from_dict(
         {
@@ -392,6 +394,7 @@ BROKEN = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_broken_artifacts_raise_one_clear_line(case: str, artifact: Path) -> None:
     load_learner(artifact)  # intact before the damage

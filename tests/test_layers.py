@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "metasearch"
 
 ROOT = PACKAGE.parent
@@ -103,6 +105,7 @@ print("optuna" in sys.modules)
 """
 
 
+@pytest.mark.slow
 def test_a_cells_learner_builds_without_optuna() -> None:
     """Using a learner of derived cells needs the learners layer only, not the search's Optuna."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -42,6 +42,7 @@ def stored(path: Path) -> optuna.Study:
     return optuna.load_study(study_name=config.name, storage=open_for_reading(config.storage))
 
 
+@pytest.mark.slow
 def test_a_new_study_with_an_old_name_never_resumes_its_checkpoints_or_weights(
     tmp_path: Path,
 ) -> None:
@@ -122,6 +123,7 @@ def test_a_trial_killed_after_storing_its_outcome_is_finished_not_retrained(
     assert load_trial_weights(files, retry[0]) is not None
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked outside optimize
 def test_runs_opening_one_study_together_propose_different_candidates(tmp_path: Path) -> None:
     config = load_study_file(write_study(tmp_path, sampler={"name": "tpe"}))
@@ -131,6 +133,7 @@ def test_runs_opening_one_study_together_propose_different_candidates(tmp_path: 
     assert len(set(proposed)) == 4
 
 
+@pytest.mark.slow
 def test_a_single_run_is_reproducible(tmp_path: Path) -> None:
     runs = []
     for attempt in ("a", "b"):
@@ -181,6 +184,7 @@ def one_line(result: Any, *expected: str) -> str:
     return last
 
 
+@pytest.mark.slow
 def test_a_full_disk_for_weights_stops_with_one_line_and_loses_nothing(
     tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -206,6 +210,7 @@ def test_a_full_disk_for_weights_stops_with_one_line_and_loses_nothing(
     assert failed[0].number in {t.system_attrs.get("failed_trial") for t in complete}
 
 
+@pytest.mark.slow
 def test_a_full_disk_under_the_database_stops_with_one_line(
     tmp_path: Path, small_disk: Path
 ) -> None:
@@ -223,6 +228,7 @@ def test_a_full_disk_under_the_database_stops_with_one_line(
     )
 
 
+@pytest.mark.slow
 def test_a_report_whose_plots_cannot_be_written_fails_loudly(
     tmp_path: Path, small_disk: Path
 ) -> None:
@@ -234,6 +240,7 @@ def test_a_report_whose_plots_cannot_be_written_fails_loudly(
     assert "report written" not in result.output
 
 
+@pytest.mark.slow
 def test_a_worker_stopped_by_a_run_of_failures_exits_non_zero_with_its_reason(
     tmp_path: Path,
 ) -> None:

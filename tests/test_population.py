@@ -61,6 +61,7 @@ def population(algorithm: str, **inner) -> list:
         ("mamlpp", {"learned": True, "granularity": "per_layer_per_step"}),
     ],
 )
+@pytest.mark.slow
 @pytest.mark.parametrize("groups", [2, 12])  # learners in passes of two; all in one pass
 def test_population_meta_gradients_equal_each_candidate_alone(
     algorithm: str, inner: dict, groups: int, monkeypatch: pytest.MonkeyPatch
@@ -207,6 +208,7 @@ def test_population_and_darts_do_not_mix() -> None:
         StudyConfig.from_dict(study)
 
 
+@pytest.mark.slow
 def test_population_members_beat_while_they_train_and_keep_their_weights_as_artifacts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

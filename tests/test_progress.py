@@ -136,6 +136,7 @@ def test_a_warning_during_a_live_run_prints_on_its_own_line_above_the_bars(
     assert any("trial #0" in line and "80/100 it" in line for line in lines), lines
 
 
+@pytest.mark.slow
 def test_without_a_terminal_a_search_prints_plain_lines_per_trial(tmp_path: Path) -> None:
     study = tiny_study(tmp_path, trials=2)
     result = CliRunner().invoke(app, ["search", str(study)], catch_exceptions=False)
@@ -147,6 +148,7 @@ def test_without_a_terminal_a_search_prints_plain_lines_per_trial(tmp_path: Path
     assert lines[2].startswith("study tiny: 2 finished trials")
 
 
+@pytest.mark.slow
 def test_error_text_and_paths_print_literally_not_as_markup(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

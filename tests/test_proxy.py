@@ -124,6 +124,7 @@ def test_eight_workers_through_the_proxy_do_every_trial_once(
         assert meta.artifact_id == trial.user_attrs["weights"]["artifact_id"]
 
 
+@pytest.mark.slow
 def test_a_proxy_that_is_not_there_gets_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

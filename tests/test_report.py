@@ -123,6 +123,7 @@ def test_the_table_has_no_accuracy_for_regression_and_fits_in_a_few_columns() ->
     assert "80.00% ± 1.00%" in trials_table(classification)
 
 
+@pytest.mark.slow
 def test_parallel_coordinates_show_only_the_most_important_parameters() -> None:
     rng = np.random.default_rng(0)
     names = [f"init.p{i}" for i in range(10)]
@@ -139,6 +140,7 @@ def test_parallel_coordinates_show_only_the_most_important_parameters() -> None:
     assert list(axes) == ["query_loss", *sorted(top)]
 
 
+@pytest.mark.slow
 def test_too_few_trials_get_a_note_and_darts_weights_are_embedded() -> None:
     history = {
         "edges": ["0->2", "1->2"],

@@ -67,6 +67,7 @@ def states(study: optuna.Study) -> list[TrialState]:
     return [t.state for t in study.trials]
 
 
+@pytest.mark.slow
 def test_runs_in_sqlite_beside_the_file_and_a_rerun_tops_up(tmp_path: Path) -> None:
     path = study_file(tmp_path)
     first = run_study(load_study_file(path), n_trials=2)
@@ -93,6 +94,7 @@ def test_runs_in_sqlite_beside_the_file_and_a_rerun_tops_up(tmp_path: Path) -> N
     assert (tmp_path / "tiny.weights" / meta.artifact_id).is_file()
 
 
+@pytest.mark.slow
 def test_results_table_and_best_trials(tmp_path: Path) -> None:
     study = run_study(load_study_file(study_file(tmp_path, trials=4)))
     frame = trials_frame(study)
@@ -106,6 +108,7 @@ def test_results_table_and_best_trials(tmp_path: Path) -> None:
     assert [t.number for t in best] == list(frame["number"][:2])
 
 
+@pytest.mark.slow
 def test_a_changed_space_is_refused_but_other_edits_resume(tmp_path: Path) -> None:
     run_study(load_study_file(study_file(tmp_path)), n_trials=1)
     renamed = copy.deepcopy(SPACE) | {"description": "same space, new words"}
@@ -145,6 +148,7 @@ def test_a_study_recorded_as_one_mapping_resumes_and_refuses_changes(tmp_path: P
         open_study(load_study_file(study_file(tmp_path, space=wider)))
 
 
+@pytest.mark.slow
 def test_a_pruner_stops_weak_candidates() -> None:
     space = copy.deepcopy(SPACE)
     space["dimensions"] = {  # learning against barely learning: the median tells them apart
@@ -168,6 +172,7 @@ def test_a_pruner_stops_weak_candidates() -> None:
     assert all(t.intermediate_values for t in study.trials)
 
 
+@pytest.mark.slow
 def test_a_failing_candidate_is_recorded_and_the_study_goes_on() -> None:
     space = copy.deepcopy(SPACE)
     space["fixed"]["inner.steps"] = 5

@@ -66,6 +66,7 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["conv", "mlp", "inner_loop"])
 def test_shipped_spaces_sample_only_valid_specs(name: str) -> None:
     space = load_space(SPACES / f"{name}.yaml")

@@ -99,6 +99,7 @@ def test_seeds_set_per_layer_widths_as_a_list() -> None:
     assert study.trials[0].user_attrs["spec"]["architecture"]["widths"] == [32, 8]
 
 
+@pytest.mark.slow
 def test_enqueue_queues_a_configuration_that_runs_first(tmp_path) -> None:
     from test_cli import assert_one_line_error, run
     from test_runner import study_file

@@ -161,6 +161,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return study
 
 
+@pytest.mark.slow
 def test_the_shared_fields_wrap_at_the_terminal_not_the_table(searched: Path) -> None:
     output = run("show", searched, columns=100).stdout
     shared = [line for line in output.splitlines() if line.startswith("all shown: ")]
@@ -171,6 +172,7 @@ def test_the_shared_fields_wrap_at_the_terminal_not_the_table(searched: Path) ->
     assert cells(output, "iterations trained") == ["10", "10"]
 
 
+@pytest.mark.slow
 def test_a_pruned_trial_shows_the_iterations_it_trained(tmp_path: Path) -> None:
     """Too slow for ``min_iterations``: pruned after the few iterations that timed it."""
     budget = {"iterations": 50, "time_limit": 60, "min_iterations": 1_000_000, "eval_tasks": 4}

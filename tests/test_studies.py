@@ -63,6 +63,7 @@ def storage(tmp_path: Path) -> tuple[str, Path, Path]:
     return url, tiny, slow
 
 
+@pytest.mark.slow
 def test_studies_lists_each_study_with_its_trials_and_best(
     storage: tuple[str, Path, Path],
 ) -> None:
@@ -86,6 +87,7 @@ def test_studies_lists_each_study_with_its_trials_and_best(
     assert from_variable.stdout == listed.stdout
 
 
+@pytest.mark.slow
 def test_delete_asks_then_removes_the_study_and_its_files(
     storage: tuple[str, Path, Path], tmp_path: Path
 ) -> None:
@@ -126,6 +128,7 @@ def artifact_files(store: Path, url: str, name: str) -> list[Path]:
     return [path for path in store.rglob("*") if path.is_file() and path.name in ids]
 
 
+@pytest.mark.slow
 def test_a_new_study_of_a_deleted_ones_name_starts_afresh(tmp_path: Path) -> None:
     study = write_tiny_study(tmp_path, trials=1, budget=BUDGET)
     url = f"sqlite:///{tmp_path / 'tiny.db'}"

@@ -55,6 +55,7 @@ def changed(**fields: Any) -> dict[str, Any]:
     return copy.deepcopy(STUDY) | fields
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_shipped_study_files_load(path: Path) -> None:
     config = load_study_file(path)

@@ -198,6 +198,7 @@ def test_the_cases_set_every_option_of_every_source_away_from_its_default(source
         assert parse_task(base | {name: value}) != parse_task(base), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", MODELS)
 def test_every_option_goes_from_the_study_file_to_the_built_source(
     source: str, tmp_path: Path, data: Path
@@ -222,6 +223,7 @@ def test_every_option_goes_from_the_study_file_to_the_built_source(
         assert batch.support_y.abs().max() <= 2.0 and batch.support_y.abs().max() > 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", MODELS)
 def test_the_python_factory_and_the_study_file_build_the_same_source(
     source: str, tmp_path: Path, data: Path
@@ -238,6 +240,7 @@ def test_the_python_factory_and_the_study_file_build_the_same_source(
         assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", MODELS)
 def test_an_unknown_option_is_one_line_naming_the_allowed_ones(
     source: str, tmp_path: Path, data: Path
@@ -310,6 +313,7 @@ def test_bad_option_values_are_refused_with_the_option_named(
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_using_an_exported_learner_imports_neither_the_search_nor_optuna() -> None:
     code = (
         "import sys\n"

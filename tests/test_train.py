@@ -23,6 +23,7 @@ def study(tmp_path: Path) -> Path:
     return write_study(tmp_path, budget={"iterations": 20, "eval_tasks": 20}, seeds=[SEED])
 
 
+@pytest.mark.slow
 def test_train_retrains_the_best_trial_longer_and_exports_it(study: Path, tmp_path: Path) -> None:
     assert run("search", study).exit_code == 0
     shown = json.loads(run("show", study, "--format", "json").output)
@@ -39,6 +40,7 @@ def test_train_retrains_the_best_trial_longer_and_exports_it(study: Path, tmp_pa
     assert weights.is_dir() and not any(weights.rglob("retrain/*/state.safetensors"))  # cleared
 
 
+@pytest.mark.slow
 def test_train_a_seed_without_searching(study: Path, tmp_path: Path) -> None:
     trained = run("train", study, "--seed", "paper", "--seconds", "2", "--out", tmp_path / "seed")
     assert trained.exit_code == 0, trained.output
@@ -75,6 +77,7 @@ class StopAfter:
         return self.calls < 0
 
 
+@pytest.mark.slow
 def test_an_interrupted_retraining_resumes_from_its_checkpoint(
     study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

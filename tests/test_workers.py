@@ -43,6 +43,7 @@ SPEC = LearnerSpec.from_dict(
 )
 
 
+@pytest.mark.slow
 def test_a_resumed_candidate_ends_exactly_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
     source, budget = SinusoidSource(), Budget(iterations=60, eval_every=20, eval_tasks=20)
     straight = evaluate(SPEC, source, budget)
