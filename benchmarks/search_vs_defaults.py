@@ -115,6 +115,20 @@ def _train_and_score(arm: str, folder: Path, args: argparse.Namespace) -> dict[s
     }
 
 
+def write_rows(target: Path, rows: list[dict[str, object]]) -> None:
+    """Writes ``rows`` to ``target``, keeping the rows of the arms not run this time."""
+    kept: list[dict[str, object]] = []
+    if target.is_file():
+        with target.open(newline="") as existing:
+            rerun = {row["arm"] for row in rows}
+            kept = [row for row in csv.DictReader(existing) if row["arm"] not in rerun]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(sorted([*kept, *rows], key=lambda row: list(ARMS).index(str(row["arm"]))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", type=Path, default=ROOT / "studies/omniglot_20way1shot_cpu.yaml")
@@ -138,11 +152,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(lambda arm: run_arm(arm, args), args.arms))
     target = args.csv or ROOT / f"benchmarks/results/search_vs_defaults_{args.study.stem}.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(target, rows)
     for row in rows:
         print(
             f"{row['arm']:>9}: accuracy {row['accuracy']:.2%} ± {row['accuracy_ci95']:.2%} "
