@@ -20,7 +20,7 @@ from metasearch.evaluation import CheckpointStore, TrainingInterrupted
 from metasearch.export import export_learner, load_learner
 from metasearch.learners import build_learner
 from metasearch.search import StudyConfig, run_study
-from metasearch.search.results import architecture_histories
+from metasearch.search.results import HISTORY_ATTR, architecture_histories
 from metasearch.spec import Genotype, LearnerSpec
 from metasearch.tasks import TaskBatch, TaskSource
 
@@ -173,6 +173,51 @@ def test_a_search_out_of_memory_fails_with_the_reason(monkeypatch: pytest.Monkey
     assert result.status == "failed" and result.genotype is None
     assert result.reason is not None and "out of device memory" in result.reason
     assert result.learner.supernet.keep is None
+
+
+def _pair_study(tmp_path: Path, **darts: Any) -> StudyConfig:
+    """A study of darts trials on :class:`PairSource` tasks, kept in SQLite under ``tmp_path``."""
+    settings = {"iterations": 3, "warmup": 1, "channels": 4, "nodes": 1, "cells": ["normal"]}
+    return StudyConfig.from_dict(
+        {
+            "name": "pairs",
+            "task": {"source": "omniglot"},  # recorded only: the tests pass the source
+            "space": {
+                "name": "hyper",
+                "fixed": {"outer.algorithm": "fomaml", "architecture.head": "gap"},
+                "dimensions": {"inner.lr": {"type": "float", "low": 0.1, "high": 0.5}},
+            },
+            "budget": {"iterations": 2, "eval_tasks": 4},
+            "strategy": "darts",
+            "darts": settings | {"history_every": 1} | darts,
+            "storage": f"sqlite:///{tmp_path / 'pairs.db'}",
+            "device": "cpu",
+        }
+    )
+
+
+@pytest.mark.slow
+def test_a_search_too_short_for_its_warmup_prunes_its_trial(tmp_path: Path) -> None:
+    study = run_study(_pair_study(tmp_path, time_limit=1e-6), n_trials=1, source=PairSource())
+    (trial,) = study.get_trials()
+    assert trial.state.name == "PRUNED"
+    assert trial.user_attrs["result"]["reason"].startswith("too slow for its budget")
+
+
+@pytest.mark.slow
+def test_a_stopped_search_resumes_in_its_retried_trial(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _pair_study(tmp_path, iterations=4)  # checkpoints every 100 iterations
+    stops = iter([False, False, False, True])  # the run asks once, then after each iteration
+    run_study(config, n_trials=1, source=PairSource(), stop=lambda: next(stops, False))
+    (saved,) = tmp_path.glob("pairs.weights/pairs/*/checkpoints/trial-0/search/state.safetensors")
+    with caplog.at_level("INFO", logger="metasearch.evaluation.evaluator"):
+        study = run_study(config, n_trials=1, source=PairSource())
+    assert "resumed from the checkpoint of meta-iteration 3" in caplog.text
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 1 and done[0].user_attrs[HISTORY_ATTR]["iterations"] == [0, 1, 2, 3, 4]
+    assert not saved.exists()
 
 
 GENOTYPE = {

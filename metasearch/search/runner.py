@@ -308,13 +308,13 @@ class _Objective:
                 stop=self.stop,
                 observe=numbered(self.observe, trial.number),
             )
-            trial.set_user_attr(HISTORY_ATTR, found.history)
             if found.genotype is None:  # failed or pruned: nothing to evaluate
                 record = {"status": found.status, "reason": found.reason}
                 trial.set_user_attr("result", record)
                 if checkpoints is not None:
                     checkpoints.clear()
                 return self._outcome(trial, record)
+            trial.set_user_attr(HISTORY_ATTR, found.history)
             spec = genotype_spec(spec, found.genotype, self.darts.channels)
         trial.set_user_attr("spec", spec.to_dict())
         seed = trial.user_attrs.get("seed")
