@@ -84,6 +84,8 @@ def main() -> None:
     searched = search_architecture(
         LearnerSpec.from_dict({**hyper, "architecture": {"head": "gap"}}), source, darts, args.seed
     )
+    if searched.genotype is None:
+        raise SystemExit(f"the search {searched.status}: {searched.reason}")
     derived = genotype_spec(
         LearnerSpec.from_dict({**hyper, "architecture": {"head": "gap"}}),
         searched.genotype,

@@ -1,6 +1,7 @@
 """Differentiable architecture search: the search finds the operation a task family needs,
-warm-up freezes the architecture, derived genotypes round-trip through specs and exports, and
-studies with strategy darts store what black-box trials store."""
+warm-up freezes the architecture, the search keeps the evaluator's time limits, stop requests,
+checkpoints and failures, derived genotypes round-trip through specs and exports, and studies
+with strategy darts store what black-box trials store."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from typing import Any
 import pytest
 import torch
 
-from metasearch.darts import DartsConfig, genotype_spec, search_architecture
+from metasearch.darts import ArchitectureSearch, DartsConfig, genotype_spec, search_architecture
 from metasearch.darts.plot import architecture_weight_pngs
+from metasearch.engines.grouped import GroupedEngine
+from metasearch.engines.vmap import VmapEngine
+from metasearch.evaluation import CheckpointStore, TrainingInterrupted
 from metasearch.export import export_learner, load_learner
 from metasearch.learners import build_learner
 from metasearch.search import StudyConfig, run_study
-from metasearch.search.results import architecture_histories
+from metasearch.search.results import HISTORY_ATTR, architecture_histories
 from metasearch.spec import Genotype, LearnerSpec
 from metasearch.tasks import TaskBatch, TaskSource
 
@@ -104,6 +108,116 @@ def test_warmup_freezes_the_architecture_weights() -> None:
     assert all(table == frozen[0] for table in frozen)
     assert history["normal"][4] != frozen[0]
     assert json.loads(json.dumps(history)) == history
+
+
+def test_a_time_limit_ends_the_search_within_one_iteration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    costs: list[float] = []
+    apply = ArchitectureSearch.apply
+
+    def measured(search: ArchitectureSearch, *args: Any) -> bool:
+        ended = apply(search, *args)
+        costs.append(search.costs[-1])
+        return ended
+
+    monkeypatch.setattr(ArchitectureSearch, "apply", measured)
+    config = _tiny(iterations=10_000, warmup=0, time_limit=0.5)
+    result = search_architecture(_spec(), PairSource(), config)
+    assert result.status == "complete" and result.genotype is not None, result.reason
+    assert result.iterations == len(costs) < config.iterations
+    assert result.seconds <= 0.5 + max(costs)
+    assert result.history["iterations"][-1] == result.iterations
+
+
+def test_a_search_too_short_for_its_warmup_is_pruned() -> None:
+    result = search_architecture(_spec(), PairSource(), _tiny(warmup=3, time_limit=1e-6))
+    assert result.status == "pruned" and result.genotype is None
+    assert result.reason is not None and result.reason.startswith("too slow for its budget")
+    assert result.iterations == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["fomaml", "reptile"])
+def test_an_interrupted_search_resumes_exactly(algorithm: str, tmp_path: Path) -> None:
+    config = _tiny(iterations=6, warmup=2, history_every=2)
+    whole = search_architecture(_spec(algorithm), PairSource(), config, seed=2)
+    store = CheckpointStore(tmp_path / "search", every=100)
+    stops = iter([False, False, True])  # asked after each meta-iteration
+    with pytest.raises(TrainingInterrupted, match="meta-iteration 3"):
+        search_architecture(
+            _spec(algorithm), PairSource(), config, 2, checkpoints=store, stop=lambda: next(stops)
+        )
+    resumed = search_architecture(_spec(algorithm), PairSource(), config, seed=2, checkpoints=store)
+    assert resumed.status == "complete" and resumed.genotype == whole.genotype
+    torch.testing.assert_close(resumed.learner.alphas(), whole.learner.alphas(), rtol=0, atol=0)
+    assert resumed.history.pop("seconds") >= 0 and whole.history.pop("seconds") >= 0
+    assert resumed.history == whole.history
+    assert resumed.history["iterations"] == [0, 2, 4, 6]
+
+
+def test_a_diverging_search_fails_with_a_reason() -> None:
+    spec = _spec().model_copy(update={"outer": _spec().outer.model_copy(update={"meta_lr": 1e6})})
+    result = search_architecture(spec, PairSource(), _tiny(iterations=3, warmup=1))
+    assert result.status == "failed" and result.genotype is None
+    assert result.reason is not None and result.reason.startswith("diverged")
+
+
+def test_a_search_out_of_memory_fails_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(*args: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    for engine in (VmapEngine, GroupedEngine):
+        monkeypatch.setattr(engine, "meta_gradients", out_of_memory)
+    result = search_architecture(_spec(), PairSource(), _tiny(iterations=3, warmup=1))
+    assert result.status == "failed" and result.genotype is None
+    assert result.reason is not None and "out of device memory" in result.reason
+    assert result.learner.supernet.keep is None
+
+
+def _pair_study(tmp_path: Path, **darts: Any) -> StudyConfig:
+    """A study of darts trials on :class:`PairSource` tasks, kept in SQLite under ``tmp_path``."""
+    settings = {"iterations": 3, "warmup": 1, "channels": 4, "nodes": 1, "cells": ["normal"]}
+    return StudyConfig.from_dict(
+        {
+            "name": "pairs",
+            "task": {"source": "omniglot"},  # recorded only: the tests pass the source
+            "space": {
+                "name": "hyper",
+                "fixed": {"outer.algorithm": "fomaml", "architecture.head": "gap"},
+                "dimensions": {"inner.lr": {"type": "float", "low": 0.1, "high": 0.5}},
+            },
+            "budget": {"iterations": 2, "eval_tasks": 4},
+            "strategy": "darts",
+            "darts": settings | {"history_every": 1} | darts,
+            "storage": f"sqlite:///{tmp_path / 'pairs.db'}",
+            "device": "cpu",
+        }
+    )
+
+
+@pytest.mark.slow
+def test_a_search_too_short_for_its_warmup_prunes_its_trial(tmp_path: Path) -> None:
+    study = run_study(_pair_study(tmp_path, time_limit=1e-6), n_trials=1, source=PairSource())
+    (trial,) = study.get_trials()
+    assert trial.state.name == "PRUNED"
+    assert trial.user_attrs["result"]["reason"].startswith("too slow for its budget")
+
+
+@pytest.mark.slow
+def test_a_stopped_search_resumes_in_its_retried_trial(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _pair_study(tmp_path, iterations=4)  # checkpoints every 100 iterations
+    stops = iter([False, False, False, True])  # the run asks once, then after each iteration
+    run_study(config, n_trials=1, source=PairSource(), stop=lambda: next(stops, False))
+    (saved,) = tmp_path.glob("pairs.weights/pairs/*/checkpoints/trial-0/search/state.safetensors")
+    with caplog.at_level("INFO", logger="metasearch.evaluation.evaluator"):
+        study = run_study(config, n_trials=1, source=PairSource())
+    assert "resumed from the checkpoint of meta-iteration 3" in caplog.text
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 1 and done[0].user_attrs[HISTORY_ATTR]["iterations"] == [0, 1, 2, 3, 4]
+    assert not saved.exists()
 
 
 GENOTYPE = {

@@ -12,16 +12,21 @@ class DartsConfig(BaseModel):
 
     The supernet has ``channels`` stem channels, one cell per entry of ``cells`` (a reduction
     cell halves the feature map and doubles the channels) and ``nodes`` nodes per cell; each
-    edge mixes ``operations``. Network weights meta-train for ``iterations`` meta-iterations
-    with the trial's meta-algorithm; the architecture weights start learning after ``warmup`` of
-    them, with Adam at ``arch_lr``. Each operation is dropped with probability ``drop_prob`` per
-    meta-iteration. The derived cells keep ``edges_per_node`` edges per node. The architecture
-    weights' softmax is recorded every ``history_every`` iterations.
+    edge mixes ``operations``. Network weights meta-train for ``iterations`` meta-iterations, or
+    until ``time_limit`` seconds of meta-training (an iteration that would overrun it by the
+    measured cost of recent ones is not started), whichever comes first, with the trial's
+    meta-algorithm; the architecture weights start learning after ``warmup`` of them, with Adam
+    at ``arch_lr``. A search whose time limit ends it before the warm-up is over is pruned as
+    too slow for its budget, not turned into a genotype. Each operation is dropped with
+    probability ``drop_prob`` per meta-iteration. The derived cells keep ``edges_per_node``
+    edges per node. The architecture weights' softmax is recorded every ``history_every``
+    iterations.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     iterations: int = Field(200, ge=1)
+    time_limit: float | None = Field(None, gt=0)
     warmup: int = Field(50, ge=0)
     arch_lr: float = Field(3e-3, gt=0)
     arch_weight_decay: float = Field(1e-3, ge=0)

@@ -1,10 +1,11 @@
 """In-training checkpoints: a candidate's meta-training state, so a retried candidate resumes.
 
 A checkpoint is one file, ``state.safetensors``, in the candidate's folder: the learner's
-tensors, the optimizer's moment tensors and the task sampler's random state, with the rest
-(iteration, elapsed time, validation curve, the optimizer's settings) as JSON in the file's
-metadata. It is written to a temporary name, synced and renamed into place, so a worker killed
-while writing leaves the previous checkpoint whole. Nothing is pickled.
+tensors, the optimizers' moment tensors and the task sampler's random state, with the rest
+(iteration, elapsed time, validation curve, the optimizers' settings, a trainer's own record)
+as JSON in the file's metadata. It is written to a temporary name, synced and renamed into
+place, so a worker killed while writing leaves the previous checkpoint whole. Nothing is
+pickled.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ RECORD_KEY = "metasearch.checkpoint"
 
 @dataclass
 class TrainingState:
-    """Where meta-training stood after ``iteration`` meta-iterations."""
+    """Where meta-training stood after ``iteration`` meta-iterations. A trainer with more than
+    the outer optimizer keeps the others' state dicts in ``optimizers`` (by name), and plain
+    JSON data of its own in ``extra``."""
 
     iteration: int
     seconds: float
@@ -38,6 +41,8 @@ class TrainingState:
     optimizer: dict[str, Any]
     generator: Tensor
     examples: float = 0.0
+    optimizers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ class CheckpointStore:
 
     def save(self, state: TrainingState) -> None:
         tensors, groups = _flatten_optimizer(state.optimizer)
+        more_groups = {}
+        for name, optimizer in state.optimizers.items():
+            more, more_groups[name] = _flatten_optimizer(optimizer, f"optimizers.{name}.")
+            tensors |= more
         tensors |= {f"learner.{name}": t for name, t in state.learner.items()}
         tensors["generator"] = state.generator
         record = {
@@ -58,6 +67,8 @@ class CheckpointStore:
             "first_loss": state.first_loss,
             "curve": [list(point) for point in state.curve],
             "optimizer_groups": groups,
+            "optimizers_groups": more_groups,
+            "extra": state.extra,
         }
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {n: t.detach().cpu().contiguous() for n, t in tensors.items()}
@@ -91,24 +102,38 @@ class CheckpointStore:
             optimizer=_unflatten_optimizer(tensors, record["optimizer_groups"]),
             generator=tensors["generator"],
             examples=record.get("examples", 0.0),
+            optimizers={
+                name: _unflatten_optimizer(tensors, groups, f"optimizers.{name}.")
+                for name, groups in record.get("optimizers_groups", {}).items()
+            },
+            extra=record.get("extra", {}),
         )
+
+    def within(self, folder: str) -> CheckpointStore:
+        """The store of a part of the candidate's training, in ``folder`` of this one's (which
+        :meth:`clear` removes with it)."""
+        return CheckpointStore(self.directory / folder, self.every)
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], list[Any]]:
+def _flatten_optimizer(
+    state_dict: dict[str, Any], prefix: str = "optimizer."
+) -> tuple[dict[str, Tensor], list[Any]]:
     tensors = {}
     for index, slots in state_dict["state"].items():
         for key, value in slots.items():
-            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
+            tensors[f"{prefix}{index}.{key}"] = torch.as_tensor(value)
     return tensors, json.loads(json.dumps(state_dict["param_groups"]))
 
 
-def _unflatten_optimizer(tensors: dict[str, Tensor], groups: list[Any]) -> dict[str, Any]:
+def _unflatten_optimizer(
+    tensors: dict[str, Tensor], groups: list[Any], prefix: str = "optimizer."
+) -> dict[str, Any]:
     state: dict[int, dict[str, Tensor]] = {}
     for name, tensor in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
+        if name.startswith(prefix):
+            index, key = name.removeprefix(prefix).split(".", 1)
             state.setdefault(int(index), {})[key] = tensor
     return {"state": state, "param_groups": groups}

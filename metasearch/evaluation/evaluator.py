@@ -107,7 +107,12 @@ class MetaTraining:
 
     Spending is measured per iteration (sampling, meta-gradient, outer step), so held-out
     scoring and checkpoints do not eat into a candidate's budget; they are timed apart
-    (``scoring_seconds``).
+    (``scoring_seconds``). ``tasks`` are the held-out tasks, None for a training that scores
+    nothing (no ``eval_every``, and no :meth:`result`).
+
+    Subclasses change an iteration through :meth:`sample`, :meth:`meta_gradients` and
+    :meth:`outer_step`, and what a checkpoint keeps through :meth:`save_state` and
+    :meth:`load_state`.
     """
 
     def __init__(
@@ -116,8 +121,10 @@ class MetaTraining:
         source: TaskSource,
         budget: Budget,
         algorithm: MetaAlgorithm,
-        tasks: TaskBatch,
+        tasks: TaskBatch | None,
     ) -> None:
+        if tasks is None and budget.eval_every:
+            raise ValueError("scoring every eval_every needs held-out tasks")
         self.learner, self.source, self.budget = learner, source, budget
         self.algorithm, self.tasks = algorithm, tasks
         retain_freed_memory(source.device)
@@ -156,16 +163,14 @@ class MetaTraining:
         generator = torch.Generator(device=self.source.device).manual_seed(self.budget.seed)
         saved = checkpoints.load() if checkpoints is not None else None
         if saved is not None:
-            self._restore(saved, generator)
+            self.load_state(saved, generator)
         watch = ProgressWatch(observe, self.progress()) if observe is not None else None
         while True:
             started = time.perf_counter()
             batch = self.sample(generator)
             if self.over(batch):
                 break
-            step = self.engine.meta_gradients(
-                self.algorithm, [self.train_learner], batch, self.progress()
-            )[0]
+            step = self.meta_gradients(batch)
             ended = self.apply(batch, step, report, self.elapsed(started))
             if watch is not None:
                 self.tell(watch)
@@ -173,7 +178,7 @@ class MetaTraining:
                 break
             stopping = stop is not None and stop()
             if checkpoints is not None and (stopping or self.done % checkpoints.every == 0):
-                checkpoints.save(self._state(generator))
+                checkpoints.save(self.save_state(generator))
             if stopping:
                 raise TrainingInterrupted(self.done)
         self.finish()
@@ -190,6 +195,12 @@ class MetaTraining:
     def sample(self, generator: torch.Generator) -> TaskBatch:
         """The next meta-batch of training tasks."""
         return self.train_source.sample("train", self.learner.spec.outer.meta_batch_size, generator)
+
+    def meta_gradients(self, batch: TaskBatch) -> MetaGradients:
+        """The engine's meta-gradient of the training learner on ``batch``."""
+        return self.engine.meta_gradients(
+            self.algorithm, [self.train_learner], batch, self.progress()
+        )[0]
 
     def over(self, batch: TaskBatch) -> bool:
         """Whether training ends before the iteration of ``batch``: a limit would be reached or
@@ -268,9 +279,7 @@ class MetaTraining:
         budget says; True where training is over (pruned). Raises :class:`Diverged`."""
         started = time.perf_counter()
         self._schedule()
-        for tensor, grad in zip(self.meta_tensors, step.grads, strict=True):
-            tensor.grad = grad
-        self.optimizer.step()
+        self.outer_step(step)
         self._last_loss = step.task_losses.mean()  # stays on the device until a check reads it
         spend = examples_per_iteration(self.learner.spec, batch)
         self.done += 1
@@ -285,6 +294,12 @@ class MetaTraining:
         if self.exhausted(spend):
             return False  # the final score follows; no evaluation point just before it
         return self._validate(report, last_spend)
+
+    def outer_step(self, step: MetaGradients) -> None:
+        """Updates the meta tensors with ``step``'s meta-gradients."""
+        for tensor, grad in zip(self.meta_tensors, step.grads, strict=True):
+            tensor.grad = grad
+        self.optimizer.step()
 
     def _schedule(self) -> None:
         """The meta learning rate for the next step: constant, cosine-annealed to zero over the
@@ -315,6 +330,7 @@ class MetaTraining:
         spent = self.spent()
         if not every or spent // every <= (spent - last_spend) // every:
             return False
+        assert self.tasks is not None  # eval_every needs them (see __init__)
         started = time.perf_counter()
         validation = score(self.algorithm, self.learner, self.tasks, engine=self.engine).query_loss
         self.scoring_seconds += time.perf_counter() - started
@@ -329,11 +345,12 @@ class MetaTraining:
 
     def _too_slow(self, why: str) -> bool:
         self.pruned = self.too_slow = True
-        self.reason = (
-            f"too slow for its budget: {why}, fewer than min_iterations = "
-            f"{self.budget.min_iterations}"
-        )
+        self.reason = f"too slow for its budget: {why}, fewer than {self.minimum()}"
         return True
+
+    def minimum(self) -> str:
+        """The iterations a candidate needs, as a too-slow reason names them."""
+        return f"min_iterations = {self.budget.min_iterations}"
 
     def elapsed(self, started: float) -> float:
         """Seconds since ``started``, once the device has finished the work queued since."""
@@ -341,7 +358,8 @@ class MetaTraining:
             torch.cuda.synchronize(self.source.device)
         return time.perf_counter() - started
 
-    def _state(self, generator: torch.Generator) -> TrainingState:
+    def save_state(self, generator: torch.Generator) -> TrainingState:
+        """Where training stands, with the task sampler's ``generator``, for a checkpoint."""
         return TrainingState(
             iteration=self.done,
             seconds=self.seconds,
@@ -353,7 +371,8 @@ class MetaTraining:
             examples=self.examples,
         )
 
-    def _restore(self, state: TrainingState, generator: torch.Generator) -> None:
+    def load_state(self, state: TrainingState, generator: torch.Generator) -> None:
+        """Resumes from a checkpoint's ``state``, setting ``generator`` where it stood."""
         self.learner.load_state_tensors(state.learner)
         self.optimizer.load_state_dict(state.optimizer)
         generator.set_state(state.generator)
@@ -370,6 +389,7 @@ class MetaTraining:
             return self._failed(self.failure)
         if self.too_slow:
             return self._failed(self.reason or "too slow", status="pruned")
+        assert self.tasks is not None, "a training without held-out tasks has no score"
         started = time.perf_counter()
         final = score(self.algorithm, self.learner, self.tasks, engine=self.engine)
         self.scoring_seconds += time.perf_counter() - started

@@ -76,6 +76,9 @@ MAX_FAILURES_IN_A_ROW = 10
 OPENINGS = "metasearch:openings"
 """The study system attribute counting how often the study was opened (it seeds samplers)."""
 
+SEARCH_FOLDER = "search"
+"""The sub-folder of a trial's checkpoints that holds its differentiable search's."""
+
 Storage = str | optuna.storages.BaseStorage | None
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -294,14 +297,28 @@ class _Objective:
         stored = self._stored_result(trial)
         if stored is not None:  # a retry of a trial killed after it stored its outcome
             return self._outcome(trial, stored)
+        checkpoints = self._checkpoints(trial)
         if self.darts is not None:  # strategy darts: the architecture by differentiable search
-            found = search_architecture(spec, self.source, self.darts, self.budget.seed)
+            found = search_architecture(
+                spec,
+                self.source,
+                self.darts,
+                self.budget.seed,
+                checkpoints=None if checkpoints is None else checkpoints.within(SEARCH_FOLDER),
+                stop=self.stop,
+                observe=numbered(self.observe, trial.number),
+            )
+            if found.genotype is None:  # failed or pruned: nothing to evaluate
+                record = {"status": found.status, "reason": found.reason}
+                trial.set_user_attr("result", record)
+                if checkpoints is not None:
+                    checkpoints.clear()
+                return self._outcome(trial, record)
             trial.set_user_attr(HISTORY_ATTR, found.history)
             spec = genotype_spec(spec, found.genotype, self.darts.channels)
         trial.set_user_attr("spec", spec.to_dict())
         seed = trial.user_attrs.get("seed")
         report = None if self.multi_objective else reporter(trial, prune=seed is None)
-        checkpoints = self._checkpoints(trial)
         result = evaluate(
             spec,
             self.source,
@@ -422,6 +439,8 @@ def _changes(space: dict[str, str], recorded: dict[str, Any], config: StudyConfi
     parts = sorted((old.keys() | new.keys()) - {SPACE_NAME})  # a renamed space is the same one
     changed = [f"search space {k.removeprefix(PREFIX)}" for k in parts if old.get(k) != new.get(k)]
     recorded = {"strategy": "blackbox", "darts": None} | recorded  # studies from before DARTS
+    if isinstance(recorded["darts"], dict):  # from before the search had a time limit
+        recorded["darts"] = {"time_limit": None} | recorded["darts"]
     sections = ("task", "budget", "objectives", "strategy", "darts")
     return changed + [k for k in sections if recorded.get(k) != current[k]]
 
