@@ -13,12 +13,17 @@ import torch
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from test_algorithms import TASKS, WAYS, random_tasks  # the same random tasks
+from test_budget import spec as mlp_spec
+from test_budget import training
 
 from metasearch import Budget, LearnerSpec, SinusoidSource, SpecError, evaluate
 from metasearch.algorithms import get_algorithm
 from metasearch.engines import GROUPED, VMAP
 from metasearch.engines import grouped as grouped_engine
-from metasearch.evaluation import check_population, evaluate_population
+from metasearch.engines.grouped import GroupedEngine
+from metasearch.engines.vmap import VmapEngine
+from metasearch.evaluation import CheckpointStore, check_population, evaluate_population
+from metasearch.evaluation.evaluator import train
 from metasearch.learners import build_learner
 from metasearch.search import StudyConfig, open_for_reading, open_study, run_study
 from metasearch.search import population as population_module
@@ -240,3 +245,114 @@ def test_population_members_beat_while_they_train_and_keep_their_weights_as_arti
         assert meta.filename == f"trial-{trial.number}.safetensors"
     files = study_files(storage, study)
     assert all(load_trial_weights(files, t) is not None for t in study.trials)
+
+
+def stores(folder: Path, count: int, every: int = 2) -> list[CheckpointStore]:
+    return [CheckpointStore(folder / f"candidate-{i}", every) for i in range(count)]
+
+
+def test_a_stopped_population_resumes_exactly(tmp_path: Path) -> None:
+    specs = [sinusoid(1e-3, 0.01), sinusoid(3e-3, 0.02, "sgd")]
+    source, budget = SinusoidSource(), Budget(eval_tasks=10, eval_every=5, seed=3)
+    straight = evaluate_population(specs, source, budget)
+    calls = iter(range(100))
+    stopped = evaluate_population(
+        specs, source, budget, checkpoints=stores(tmp_path, 2), stop=lambda: next(calls) == 6
+    )
+    assert stopped == [None, None]  # both were still training: checkpointed, no result
+    resumed = evaluate_population(specs, source, budget, checkpoints=stores(tmp_path, 2))
+    for again, alone in zip(resumed, straight, strict=True):
+        assert again is not None and alone is not None
+        assert again.resumed_from == 7 and again.iterations == alone.iterations == 12
+        assert again.query_loss == pytest.approx(alone.query_loss, rel=1e-6)
+        assert [i for i, _ in again.curve] == [i for i, _ in alone.curve] == [5, 10]
+        assert [v for _, v in again.curve] == pytest.approx([v for _, v in alone.curve], rel=1e-6)
+
+
+def test_a_population_resumes_only_where_every_candidate_has_the_same_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    specs = [sinusoid(1e-3, 0.01), sinusoid(3e-3, 0.02)]
+    source, budget = SinusoidSource(), Budget(eval_tasks=10, seed=3)
+    calls = iter(range(100))
+    evaluate_population(
+        specs[:1], source, budget, checkpoints=stores(tmp_path, 1), stop=lambda: next(calls) == 3
+    )  # the first candidate alone has a checkpoint
+    with caplog.at_level("WARNING", logger="metasearch.evaluation.evaluator"):
+        results = evaluate_population(specs, source, budget, checkpoints=stores(tmp_path, 2))
+    assert "1 of 2 candidates have checkpoints" in caplog.text
+    assert [r.resumed_from for r in results if r is not None] == [None, None]
+    alone = evaluate(specs[0], source, budget)
+    assert results[0] is not None and results[0].query_loss == pytest.approx(alone.query_loss)
+
+
+def test_a_candidate_that_ended_before_a_stop_keeps_its_result(tmp_path: Path) -> None:
+    specs = [sinusoid(1e-3, 0.01), sinusoid(3e-3, 0.02)]
+    calls = iter(range(100))
+    results = evaluate_population(
+        specs,
+        SinusoidSource(),
+        Budget(eval_tasks=10, eval_every=5),
+        reports=[lambda i, loss: True, None],
+        checkpoints=stores(tmp_path, 2),
+        stop=lambda: next(calls) == 7,
+    )
+    assert results[0] is not None and results[0].status == "pruned"
+    assert results[0].iterations == 5 and results[1] is None
+    first, second = (store.load() for store in stores(tmp_path, 2))
+    assert first is not None and first.iteration == 4  # its last before it ended
+    assert second is not None and second.iteration == 8  # where the stop came
+
+
+@pytest.mark.slow
+def test_a_population_keeps_each_candidates_time_limit_to_one_iteration() -> None:
+    budget = Budget(unit="seconds", time_limit=0.6, eval_tasks=4)
+    runs = [training(mlp_spec(), budget, 0.05), training(mlp_spec(meta_lr=0.01), budget, 0.05)]
+    train(runs, [None, None])
+    for run in runs:
+        assert run.ended and run.failure is None
+        assert budget.time_limit - 2 * max(run.costs) < run.seconds <= 0.6 + max(run.costs)
+    assert abs(runs[0].done - runs[1].done) <= 1  # each charged the step and its own update
+
+
+def test_a_population_out_of_memory_fails_every_candidate_still_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def out_of_memory(*args: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    for engine in (VmapEngine, GroupedEngine):
+        monkeypatch.setattr(engine, "meta_gradients", out_of_memory)
+    results = evaluate_population(
+        [sinusoid(1e-3, 0.01), sinusoid(3e-3, 0.02)], SinusoidSource(), Budget(eval_tasks=4)
+    )
+    for result in results:
+        assert result is not None and result.status == "failed"
+        assert result.reason is not None and "out of device memory" in result.reason
+
+
+@pytest.mark.slow
+def test_a_stopped_population_study_resumes_in_its_retried_trials(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'population.db'}"
+    config = StudyConfig.from_dict(
+        POPULATION_STUDY | {"trials": 2, "population": 2, "checkpoint_every": 4}
+    )
+    calls = iter(range(1000))
+    run_study(config, storage=storage, stop=lambda: next(calls) == 9)  # after iteration 9
+    interrupted = optuna.load_study(study_name="population", storage=storage).trials
+    assert [t.state for t in interrupted] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    assert all("interrupted" in t.user_attrs["failure"] for t in interrupted[:2])
+    saved = list(tmp_path.glob("population.weights/population/*/checkpoints/trial-*"))
+    assert len(saved) == 2
+    with caplog.at_level("INFO", logger="metasearch.evaluation.evaluator"):
+        study = run_study(config, storage=storage)
+    assert caplog.text.count("resumed from the checkpoint of meta-iteration 9") == 2
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and not any(path.exists() for path in saved)
+    source, budget = SinusoidSource(shots=5, query_points=5), config.budget.to_budget(config.seed)
+    for trial in done:
+        assert trial.params == interrupted[trial.system_attrs["failed_trial"]].params
+        alone = evaluate(LearnerSpec.from_dict(trial.user_attrs["spec"]), source, budget)
+        assert trial.value == pytest.approx(alone.query_loss, rel=1e-5)

@@ -28,7 +28,7 @@ from metasearch.darts.config import DartsConfig
 from metasearch.darts.genotype import derive_genotype, edge_inputs, edge_label
 from metasearch.darts.supernet import ALPHAS, SupernetLearner, build_supernet_learner
 from metasearch.evaluation.checkpoint import CheckpointStore, TrainingState
-from metasearch.evaluation.evaluator import OUT_OF_MEMORY, Diverged, MetaTraining, Report
+from metasearch.evaluation.evaluator import MetaTraining, Report
 from metasearch.evaluation.progress import Observer
 from metasearch.evaluation.result import Budget, Status
 from metasearch.spec import Genotype, LearnerSpec
@@ -217,12 +217,7 @@ def search_architecture(
         spec, source, config.channels, config.cells, config.nodes, config.operations, seed
     )
     search = ArchitectureSearch(learner, source, config, seed)
-    try:
-        search.run(None, checkpoints, stop, observe)
-    except Diverged as error:
-        search.failure = str(error)
-    except torch.OutOfMemoryError:
-        search.failure = OUT_OF_MEMORY
+    search.run(None, checkpoints, stop, observe)
     return search.search_result()
 
 

@@ -1,11 +1,13 @@
-"""Meta-training and scoring of one candidate learner."""
+"""Meta-training (one trainer for a candidate, a population or a search) and scoring."""
 
 from metasearch.evaluation.checkpoint import CheckpointStore, TrainingState
 from metasearch.evaluation.evaluator import (
+    MetaTraining,
     Report,
     TrainingInterrupted,
     check_compatible,
     evaluate,
+    train,
 )
 from metasearch.evaluation.population import check_population, evaluate_population
 from metasearch.evaluation.progress import Observer, TrainingProgress
@@ -19,6 +21,7 @@ __all__ = [
     "Budget",
     "CheckpointStore",
     "EvaluationResult",
+    "MetaTraining",
     "Observer",
     "Protocol",
     "Report",
@@ -33,4 +36,5 @@ __all__ = [
     "held_out_tasks",
     "mean_ci95",
     "score",
+    "train",
 ]

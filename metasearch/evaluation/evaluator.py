@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -69,12 +69,7 @@ def evaluate(
     )
     tasks = held_out_tasks(source, budget.eval_split, budget.eval_tasks, budget.eval_seed)
     training = MetaTraining(learner, source, budget, get_algorithm(spec.outer.algorithm), tasks)
-    try:
-        training.run(report, checkpoints, stop, observe)
-    except Diverged as error:
-        training.failure = str(error)
-    except torch.OutOfMemoryError:
-        training.failure = OUT_OF_MEMORY
+    training.run(report, checkpoints, stop, observe)
     return training.result()
 
 
@@ -102,8 +97,8 @@ in its time limit (the first one, with its warm-up, does not count in the estima
 
 class MetaTraining:
     """The outer loop of one candidate, with its progress (``done`` iterations, ``seconds`` and
-    ``examples`` of meta-training, ``curve``) and how it ended (``pruned`` with ``reason``, or
-    ``failure`` with a reason).
+    ``examples`` of meta-training, ``curve``), whether it ``ended``, and how (``pruned`` with
+    ``reason``, or ``failure`` with a reason).
 
     Spending is measured per iteration (sampling, meta-gradient, outer step), so held-out
     scoring and checkpoints do not eat into a candidate's budget; they are timed apart
@@ -137,7 +132,7 @@ class MetaTraining:
         self.done, self.seconds, self.examples, self.scoring_seconds = 0, 0.0, 0.0, 0.0
         self.costs: list[float] = []  # seconds of each iteration since the start or resume
         self.curve: list[tuple[int, float]] = []
-        self.pruned = self.too_slow = False
+        self.pruned = self.too_slow = self.ended = False
         self.reason: str | None = None
         self.failure: str | None = None
         optimizer_type = torch.optim.Adam if outer.optimizer == "adam" else torch.optim.SGD
@@ -155,33 +150,9 @@ class MetaTraining:
         observe: Observer | None = None,
     ) -> None:
         """Meta-trains to the end of the budget or until ``report`` prunes it, resuming from
-        and saving to ``checkpoints`` where given, telling ``observe`` how far it is.
-
-        Raises :class:`Diverged` when the training loss stops being finite or explodes, and
-        :class:`TrainingInterrupted` (after a checkpoint) where ``stop()`` turns true.
-        """
-        generator = torch.Generator(device=self.source.device).manual_seed(self.budget.seed)
-        saved = checkpoints.load() if checkpoints is not None else None
-        if saved is not None:
-            self.load_state(saved, generator)
-        watch = ProgressWatch(observe, self.progress()) if observe is not None else None
-        while True:
-            started = time.perf_counter()
-            batch = self.sample(generator)
-            if self.over(batch):
-                break
-            step = self.meta_gradients(batch)
-            ended = self.apply(batch, step, report, self.elapsed(started))
-            if watch is not None:
-                self.tell(watch)
-            if ended:
-                break
-            stopping = stop is not None and stop()
-            if checkpoints is not None and (stopping or self.done % checkpoints.every == 0):
-                checkpoints.save(self.save_state(generator))
-            if stopping:
-                raise TrainingInterrupted(self.done)
-        self.finish()
+        and saving to ``checkpoints`` where given, telling ``observe`` how far it is: the
+        population of one of :func:`train`, whose rules it keeps."""
+        train([self], [report], [checkpoints], stop, observe)
 
     def tell(self, watch: ProgressWatch) -> None:
         """Updates ``watch`` with how far training is."""
@@ -191,6 +162,17 @@ class MetaTraining:
     def finish(self) -> None:
         """Checks the last training loss once training is over; raises :class:`Diverged`."""
         self._check_loss(force=True)
+
+    def batch_gradients(
+        self, members: Sequence[MetaTraining], batch: TaskBatch
+    ) -> list[MetaGradients]:
+        """The meta-gradients of ``members`` (of one shape, this one among them) on ``batch``:
+        this one's :meth:`meta_gradients` where it trains alone, else one batched computation
+        of the engine over all of them, at the progress of the first."""
+        if len(members) == 1:
+            return [members[0].meta_gradients(batch)]
+        learners = [member.train_learner for member in members]
+        return self.engine.meta_gradients(self.algorithm, learners, batch, members[0].progress())
 
     def sample(self, generator: torch.Generator) -> TaskBatch:
         """The next meta-batch of training tasks."""
@@ -432,6 +414,101 @@ class MetaTraining:
             examples=self.examples,
             scoring_seconds=self.scoring_seconds,
         )
+
+
+def train(
+    trainings: Sequence[MetaTraining],
+    reports: Sequence[Report | None],
+    checkpoints: Sequence[CheckpointStore | None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    observe: Observer | None = None,
+) -> None:
+    """The one outer loop of metasearch: meta-trains ``trainings`` (one candidate, a population
+    of one shape, a differentiable search) in step on the same meta-batches until each is over.
+
+    Each candidate keeps its own budget (time limits are honoured to one measured iteration,
+    charging every candidate the whole step's seconds), its pruning by ``reports[i]`` and its
+    divergence checks; one that ends leaves the others training. Never raises for a candidate
+    that diverges (its ``failure`` says why) or runs out of memory (every candidate still
+    training then fails with :data:`OUT_OF_MEMORY`). With ``checkpoints`` (one store per
+    candidate), every candidate still training saves a checkpoint every ``every`` iterations;
+    training resumes where every candidate has a checkpoint of the same iteration and task
+    sampler state (else all start over). Where ``stop()`` turns true (checked every iteration),
+    the candidates still training save checkpoints and :class:`TrainingInterrupted` is raised;
+    their ``ended`` stays False. ``observe`` follows the first candidate still training.
+    """
+    first = trainings[0]
+    stores = list(checkpoints) if checkpoints is not None else [None] * len(trainings)
+    generator = torch.Generator(device=first.source.device).manual_seed(first.budget.seed)
+    _resume(trainings, stores, generator)
+    watch = ProgressWatch(observe, first.progress()) if observe is not None else None
+    active = list(trainings)
+    while active:
+        started = time.perf_counter()
+        batch = active[0].sample(generator)
+        for training in [t for t in active if t.over(batch)]:
+            _end(training)
+        active = [t for t in active if not t.ended]
+        if not active:
+            return
+        try:
+            steps = active[0].batch_gradients(active, batch)
+            elapsed = first.elapsed(started)
+            for training, step in zip(active, steps, strict=True):
+                try:
+                    if training.apply(batch, step, reports[trainings.index(training)], elapsed):
+                        _end(training)
+                except Diverged as error:
+                    training.failure, training.ended = str(error), True
+        except torch.OutOfMemoryError:
+            for training in active:
+                training.failure, training.ended = OUT_OF_MEMORY, True
+            return
+        if watch is not None:
+            active[0].tell(watch)
+        active = [t for t in active if not t.ended]
+        stopping = stop is not None and stop()
+        for training in active:
+            store = stores[trainings.index(training)]
+            if store is not None and (stopping or training.done % store.every == 0):
+                store.save(training.save_state(generator))
+        if stopping and active:
+            raise TrainingInterrupted(active[0].done)
+
+
+def _end(training: MetaTraining) -> None:
+    """Ends ``training``: its last loss is checked (a diverged one fails it)."""
+    training.ended = True
+    try:
+        training.finish()
+    except Diverged as error:
+        training.failure = str(error)
+
+
+def _resume(
+    trainings: Sequence[MetaTraining],
+    stores: Sequence[CheckpointStore | None],
+    generator: torch.Generator,
+) -> None:
+    """Loads every candidate's checkpoint where all have one of the same iteration and task
+    sampler state: candidates that train in step resume only together."""
+    saved = [store.load() if store is not None else None for store in stores]
+    states = [state for state in saved if state is not None]
+    if not states:
+        return
+    if len(states) < len(saved) or any(
+        state.iteration != states[0].iteration
+        or not torch.equal(state.generator, states[0].generator)
+        for state in states
+    ):
+        log.warning(
+            "%d of %d candidates have checkpoints, not all of one meta-iteration; all start over",
+            len(states),
+            len(saved),
+        )
+        return
+    for training, state in zip(trainings, states, strict=True):
+        training.load_state(state, generator)
 
 
 def examples_per_iteration(spec: LearnerSpec, batch: TaskBatch) -> float:

@@ -11,22 +11,21 @@ those :func:`~metasearch.evaluation.evaluate` gives for each alone, except that
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any
-
-import torch
 
 from metasearch.algorithms import get_algorithm
 from metasearch.errors import SpecError
+from metasearch.evaluation.checkpoint import CheckpointStore
 from metasearch.evaluation.evaluator import (
-    OUT_OF_MEMORY,
-    Diverged,
     MetaTraining,
     Report,
+    TrainingInterrupted,
     check_compatible,
+    train,
 )
-from metasearch.evaluation.progress import Observer, ProgressWatch
+from metasearch.evaluation.progress import Observer
 from metasearch.evaluation.result import Budget, EvaluationResult
 from metasearch.evaluation.scoring import held_out_tasks
 from metasearch.learners.learner import build_learner
@@ -43,15 +42,20 @@ def evaluate_population(
     budget: Budget | None = None,
     *,
     reports: Sequence[Report | None] | None = None,
+    checkpoints: Sequence[CheckpointStore | None] | None = None,
+    stop: Callable[[], bool] | None = None,
     observe: Observer | None = None,
-) -> list[EvaluationResult]:
+) -> list[EvaluationResult | None]:
     """Meta-trains every spec of ``specs`` on ``source`` together; one result per spec, in order.
 
-    ``reports[i]`` (optional) prunes candidate ``i`` as ``report`` does in ``evaluate``; a pruned
-    or failed candidate leaves the batch and the others go on. Raises :class:`SpecError` where
-    the specs differ in more than :data:`FREE_FIELDS` or one cannot learn ``source``'s tasks.
-    ``observe`` is told the progress of the population's first candidate still training (all
-    train in step).
+    The loop is :func:`~metasearch.evaluation.evaluator.train`'s, as for one candidate:
+    ``reports[i]`` (optional) prunes candidate ``i`` as ``report`` does in ``evaluate``, a
+    pruned, failed or finished candidate leaves the batch and the others go on, and
+    ``checkpoints[i]`` is candidate ``i``'s store. Where ``stop()`` turns true, the candidates
+    still training are checkpointed and their results are None (those that ended before keep
+    theirs). Raises :class:`SpecError` where the specs differ in more than :data:`FREE_FIELDS`
+    or one cannot learn ``source``'s tasks. ``observe`` is told the progress of the
+    population's first candidate still training (all train in step).
     """
     budget = budget or Budget()
     check_population(specs)
@@ -74,8 +78,9 @@ def evaluate_population(
         )
         for spec in specs
     ]
-    _run(trainings, reports, ProgressWatch(observe) if observe is not None else None)
-    return [training.result() for training in trainings]
+    with contextlib.suppress(TrainingInterrupted):  # the candidates still training: no result
+        train(trainings, reports, checkpoints, stop, observe)
+    return [training.result() if training.ended else None for training in trainings]
 
 
 def check_population(specs: Sequence[LearnerSpec]) -> None:
@@ -109,45 +114,3 @@ def _shape(spec: LearnerSpec) -> dict[str, Any]:
 
     walk("", spec.model_dump(mode="json"))
     return flat
-
-
-def _run(
-    trainings: list[MetaTraining], reports: list[Report | None], watch: ProgressWatch | None
-) -> None:
-    """The outer loops of all ``trainings`` in step; a candidate leaves when it is over. Each
-    candidate is charged the whole population's seconds per step."""
-    first = trainings[0]
-    generator = torch.Generator(device=first.source.device).manual_seed(first.budget.seed)
-    active = list(range(len(trainings)))
-    while active:
-        started = time.perf_counter()
-        batch = first.sample(generator)
-        over = [i for i in active if trainings[i].over(batch)]
-        for i in over:
-            try:
-                trainings[i].finish()
-            except Diverged as error:
-                trainings[i].failure = str(error)
-        active = [i for i in active if i not in over]
-        if not active:
-            return
-        learners = [trainings[i].train_learner for i in active]
-        try:
-            steps = first.engine.meta_gradients(
-                first.algorithm, learners, batch, trainings[active[0]].progress()
-            )
-        except torch.OutOfMemoryError:
-            for i in active:
-                trainings[i].failure = OUT_OF_MEMORY
-            return
-        elapsed = first.elapsed(started)
-        still = []
-        for i, step in zip(active, steps, strict=True):
-            try:
-                if not trainings[i].apply(batch, step, reports[i], elapsed):
-                    still.append(i)
-            except Diverged as error:
-                trainings[i].failure = str(error)
-        active = still
-        if watch is not None and active:
-            trainings[active[0]].tell(watch)

@@ -5,8 +5,12 @@ parameters fixed (Optuna's ``PartialFixedSampler`` around the study's sampler), 
 chooses only what a population may vary (:data:`~metasearch.evaluation.population.FREE_FIELDS`:
 initialization, inner and meta learning rates, outer optimizer). All of them meta-train as one
 batched computation (:func:`~metasearch.evaluation.evaluate_population`) and are told their
-results through Optuna's ask-and-tell interface. Trials keep heartbeats while they run; there
-are no in-trial checkpoints, so a stop request ends the run after the running population.
+results through Optuna's ask-and-tell interface. Trials keep heartbeats while they run.
+
+Members train by the one trainer's rules (:func:`~metasearch.evaluation.evaluator.train`), as a
+single trial does: each is checkpointed in its trial's folder, and a stop request checkpoints
+the members still training, fails them and queues them again. Retried members are asked
+together first, so the population forms again and resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from metasearch.search.suggest import suggest
 from metasearch.search.trials import (
     TrialObserver,
     as_trained,
+    is_retry,
     numbered,
     objective_values,
     reporter,
+    retry,
     start,
     surplus,
+    trial_checkpoints,
 )
 from metasearch.search.weights import StudyFiles, save_trial_weights
 from metasearch.spec import LearnerSpec
@@ -57,14 +64,22 @@ def run_population(
     files: StudyFiles | None = None,
     callbacks: Iterable[Callback] = (),
     observe: TrialObserver | None = None,
-) -> None:
+    stop: Callable[[], bool] | None = None,
+    checkpoint_every: int = 100,
+) -> bool:
     """Asks up to ``size`` trials of one shape, meta-trains them together and tells each its
     result; ``callbacks`` are called after each trial, as Optuna calls them after ``optimize``'s,
     and ``observe`` (with the first trial's number) as they train.
     A trial whose spec is invalid fails alone; the population goes on without it. A trial asked
-    when the study already holds ``target`` others (other workers took them) fails untrained."""
+    when the study already holds ``target`` others (other workers took them) fails untrained.
+    With ``files``, members are checkpointed every ``checkpoint_every`` meta-iterations. Where
+    ``stop()`` turns true, the members still training are failed and queued again, and this
+    returns True (else False)."""
     members: list[tuple[optuna.Trial, LearnerSpec]] = []
     sampler = study.sampler
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    retries = sum(is_retry(trial) for trial in waiting)
+    size = min(size, retries) if retries else size  # a stopped population forms again alone
     try:
         for _ in range(size):
             trial = study.ask()
@@ -78,7 +93,7 @@ def run_population(
             except Exception as error:
                 _tell_failure(study, trial, f"{type(error).__name__}: {error}", callbacks)
                 if study.sampler is sampler:
-                    return  # the leader's shape is not a valid learner: no population
+                    return False  # the leader's shape is not a valid learner: no population
                 continue
             trial.set_user_attr("spec", spec.to_dict())
             members.append((trial, spec))
@@ -87,12 +102,13 @@ def run_population(
     finally:
         study.sampler = sampler
     if not members:
-        return
+        return False
     trials = [trial for trial, _ in members]
     reports = [
         reporter(trial, prune="seed" not in trial.user_attrs) if len(objectives) == 1 else None
         for trial in trials
     ]
+    checkpoints = [trial_checkpoints(trial, files, checkpoint_every) for trial in trials]
     with _beating(study, trials):
         try:
             results = evaluate_population(
@@ -100,14 +116,23 @@ def run_population(
                 source,
                 budget,
                 reports=reports,
+                checkpoints=checkpoints,
+                stop=stop,
                 observe=numbered(observe, trials[0].number),
             )
-        except Exception as error:  # e.g. an out-of-memory outside one candidate's step
+        except Exception as error:  # e.g. a failure outside one candidate's step
             for trial in trials:
                 _tell_failure(study, trial, f"{type(error).__name__}: {error}", callbacks)
-            return
-    for trial, result in zip(trials, results, strict=True):
+            return False
+    for trial, result, store in zip(trials, results, checkpoints, strict=True):
+        if result is None:  # stopped while training: checkpointed, to resume in a retry
+            _tell_failure(study, trial, "interrupted; a retry resumes from its checkpoint", [])
+            retry(study, trial.number)
+            continue
         _tell(study, trial, result, objectives, files, callbacks)
+        if store is not None:
+            store.clear()
+    return None in results
 
 
 @contextlib.contextmanager

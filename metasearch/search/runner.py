@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import GrpcStorageProxy, JournalStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import GrpcStorageProxy, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from metasearch.darts import genotype_spec, search_architecture
 from metasearch.errors import MetasearchError, SpecError, StorageError
 from metasearch.evaluation import (
-    CheckpointStore,
     TrainingInterrupted,
     check_compatible,
     evaluate,
@@ -53,8 +52,10 @@ from metasearch.search.trials import (
     numbered,
     objective_values,
     reporter,
+    retry,
     start,
     surplus,
+    trial_checkpoints,
 )
 from metasearch.search.weights import (
     IDENTITY,
@@ -200,9 +201,10 @@ def run_study(
             time.sleep(POLL_SECONDS)
             continue
         if config.population > 1:
-            size = min(config.population, target - _count(study, ACTIVE))
+            taken = _count(study, (*FINISHED, TrialState.RUNNING))  # the waiting are asked first
+            size = min(config.population, target - taken)
             space, budget = config.space, objective.budget
-            run_population(
+            stopped = run_population(
                 study,
                 space,
                 source,
@@ -213,11 +215,15 @@ def run_study(
                 files,
                 [streak, *callbacks],
                 observe,
+                stop,
+                objective.checkpoint_every,
             )
+            if stopped:
+                break
             continue
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[streak, *callbacks])
         if objective.interrupted is not None:
-            _retry(study, objective.interrupted)
+            retry(study, objective.interrupted)
             if objective.unwritable is not None:
                 raise StorageError(objective.unwritable)
             break
@@ -234,15 +240,6 @@ def _fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-
-
-def _retry(study: optuna.Study, number: int) -> None:
-    """Queues trial ``number`` (failed by an interruption) again, to resume from its checkpoint."""
-    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
-    retry(study, trial)
 
 
 class _Surplus(Exception):
@@ -297,7 +294,7 @@ class _Objective:
         stored = self._stored_result(trial)
         if stored is not None:  # a retry of a trial killed after it stored its outcome
             return self._outcome(trial, stored)
-        checkpoints = self._checkpoints(trial)
+        checkpoints = trial_checkpoints(trial, self.files, self.checkpoint_every)
         if self.darts is not None:  # strategy darts: the architecture by differentiable search
             found = search_architecture(
                 spec,
@@ -356,15 +353,6 @@ class _Objective:
             return None
         kept = self.files is None or record["status"] != "complete"
         return record if kept or load_trial_weights(self.files, frozen) is not None else None
-
-    def _checkpoints(self, trial: optuna.Trial) -> CheckpointStore | None:
-        """The trial's checkpoints, shared with the trial it retries (if any)."""
-        if self.files is None:
-            return None
-        frozen = trial.study._storage.get_trial(trial._trial_id)
-        number = frozen.system_attrs.get("failed_trial", trial.number)  # set by retries
-        directory = self.files.checkpoints / f"trial-{number}"
-        return CheckpointStore(directory, self.checkpoint_every)
 
 
 class _FailureStreak:

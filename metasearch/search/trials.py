@@ -1,5 +1,6 @@
 """What every way of running a trial shares: trial states, who runs it (and on what), whether it
-is one too many, the spec as trained, pruning reports, progress and objective values."""
+is one too many, the spec as trained, pruning reports, progress, objective values, its
+checkpoints and its retry after an interruption."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import functools
 import math
 import os
 import socket
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
 
-from metasearch.evaluation import EvaluationResult, Observer, TrainingProgress
+from metasearch.evaluation import CheckpointStore, EvaluationResult, Observer, TrainingProgress
+from metasearch.search.weights import StudyFiles
 from metasearch.spec import LearnerSpec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -78,3 +82,29 @@ def objective_values(
     else:
         values = [getattr(result, name) for name in objectives]
     return [math.nan if value is None else float(value) for value in values]
+
+
+def trial_checkpoints(
+    trial: optuna.Trial, files: StudyFiles | None, every: int
+) -> CheckpointStore | None:
+    """The trial's checkpoints (none without a study folder), shared with the trial it retries
+    (if any), saved every ``every`` meta-iterations."""
+    if files is None:
+        return None
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    number = frozen.system_attrs.get("failed_trial", trial.number)  # set by retries
+    return CheckpointStore(files.checkpoints / f"trial-{number}", every)
+
+
+def retry(study: optuna.Study, number: int) -> None:
+    """Queues trial ``number`` (failed by an interruption) again, to resume from its checkpoint."""
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        again = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
+    again(study, trial)
+
+
+def is_retry(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` retries one that an interruption or a dead worker ended."""
+    return "failed_trial" in trial.system_attrs
