@@ -427,18 +427,21 @@ def train(
     of one shape, a differentiable search) in step on the same meta-batches until each is over.
 
     Each candidate keeps its own budget (time limits are honoured to one measured iteration,
-    charging every candidate the whole step's seconds), its pruning by ``reports[i]`` and its
-    divergence checks; one that ends leaves the others training. Never raises for a candidate
-    that diverges (its ``failure`` says why) or runs out of memory (every candidate still
-    training then fails with :data:`OUT_OF_MEMORY`). With ``checkpoints`` (one store per
-    candidate), every candidate still training saves a checkpoint every ``every`` iterations;
-    training resumes where every candidate has a checkpoint of the same iteration and task
-    sampler state (else all start over). Where ``stop()`` turns true (checked every iteration),
-    the candidates still training save checkpoints and :class:`TrainingInterrupted` is raised;
-    their ``ended`` stays False. ``observe`` follows the first candidate still training.
+    charging each candidate the whole step's seconds and its own update), its pruning by
+    ``reports[i]`` and its divergence checks; one that ends leaves the others training. Never
+    raises for a candidate that diverges (its ``failure`` says why) or runs out of memory (every
+    candidate still training then fails with :data:`OUT_OF_MEMORY`). With ``checkpoints`` (one
+    store per candidate), every candidate still training saves a checkpoint every ``every``
+    iterations; training resumes where every candidate has a checkpoint of the same iteration
+    and task sampler state (else all start over). Where ``stop()`` turns true (checked every
+    iteration), the candidates still training save checkpoints and :class:`TrainingInterrupted`
+    is raised; their ``ended`` stays False. ``observe`` follows the first candidate still
+    training.
     """
     first = trainings[0]
     stores = list(checkpoints) if checkpoints is not None else [None] * len(trainings)
+    report_of = dict(zip(map(id, trainings), reports, strict=True))
+    store_of = dict(zip(map(id, trainings), stores, strict=True))
     generator = torch.Generator(device=first.source.device).manual_seed(first.budget.seed)
     _resume(trainings, stores, generator)
     watch = ProgressWatch(observe, first.progress()) if observe is not None else None
@@ -456,7 +459,7 @@ def train(
             elapsed = first.elapsed(started)
             for training, step in zip(active, steps, strict=True):
                 try:
-                    if training.apply(batch, step, reports[trainings.index(training)], elapsed):
+                    if training.apply(batch, step, report_of[id(training)], elapsed):
                         _end(training)
                 except Diverged as error:
                     training.failure, training.ended = str(error), True
@@ -469,7 +472,7 @@ def train(
         active = [t for t in active if not t.ended]
         stopping = stop is not None and stop()
         for training in active:
-            store = stores[trainings.index(training)]
+            store = store_of[id(training)]
             if store is not None and (stopping or training.done % store.every == 0):
                 store.save(training.save_state(generator))
         if stopping and active:

@@ -49,6 +49,7 @@ from metasearch.search.trials import (
     FINISHED,
     TrialObserver,
     as_trained,
+    is_retry,
     numbered,
     objective_values,
     reporter,
@@ -349,7 +350,7 @@ class _Objective:
         weights are kept, the weights it names), if it did."""
         frozen = trial.study._storage.get_trial(trial._trial_id)
         record = frozen.user_attrs.get("result")
-        if record is None or "failed_trial" not in frozen.system_attrs:
+        if record is None or not is_retry(frozen):
             return None
         kept = self.files is None or record["status"] != "complete"
         return record if kept or load_trial_weights(self.files, frozen) is not None else None

@@ -21,6 +21,9 @@ from metasearch.evaluation import CheckpointStore, EvaluationResult, Observer, T
 from metasearch.search.weights import StudyFiles
 from metasearch.spec import LearnerSpec
 
+RETRIED = "failed_trial"
+"""The system attribute naming the trial a retry repeats (Optuna's retry callback sets it)."""
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACTIVE = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 
@@ -92,7 +95,7 @@ def trial_checkpoints(
     if files is None:
         return None
     frozen = trial.study._storage.get_trial(trial._trial_id)
-    number = frozen.system_attrs.get("failed_trial", trial.number)  # set by retries
+    number = frozen.system_attrs.get(RETRIED, trial.number)
     return CheckpointStore(files.checkpoints / f"trial-{number}", every)
 
 
@@ -107,4 +110,4 @@ def retry(study: optuna.Study, number: int) -> None:
 
 def is_retry(trial: FrozenTrial) -> bool:
     """Whether ``trial`` retries one that an interruption or a dead worker ended."""
-    return "failed_trial" in trial.system_attrs
+    return RETRIED in trial.system_attrs
