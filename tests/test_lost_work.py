@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 
 from metasearch.cli import app
 from metasearch.errors import SpecError
-from metasearch.search import load_study_file, open_for_reading, open_study, run_study, runner
+from metasearch.evaluation import evaluate_population
+from metasearch.search import load_study_file, open_for_reading, open_study, rounds, run_study
 from metasearch.search.weights import load_trial_weights, study_files
 
 
@@ -91,9 +92,9 @@ def test_a_study_name_that_is_a_path_is_refused_before_anything_is_written(
 
 KILL_AFTER_STORING = """
 import os, sys
-from metasearch.search import load_study_file, runner
+from metasearch.search import load_study_file, rounds, runner
 
-runner._Objective._outcome = lambda self, trial, record: os._exit(9)  # killed before the tell
+rounds.TrialRound._tell = lambda self, study, trial, record: os._exit(9)  # killed before the tell
 runner.run_study(load_study_file(sys.argv[1]))
 """
 
@@ -112,7 +113,7 @@ def test_a_trial_killed_after_storing_its_outcome_is_finished_not_retrained(
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the retry meta-trained again")
 
-    monkeypatch.setattr(runner, "evaluate", no_training)
+    monkeypatch.setattr(rounds, "evaluate_population", no_training)
     study = run_study(load_study_file(path))
     retry = study.get_trials(states=(TrialState.COMPLETE,))
     assert [t.system_attrs["failed_trial"] for t in retry] == [0]
@@ -121,6 +122,34 @@ def test_a_trial_killed_after_storing_its_outcome_is_finished_not_retrained(
     assert retry[0].user_attrs["weights"] == original.user_attrs["weights"]
     files = study_files(load_study_file(path).storage, study)
     assert load_trial_weights(files, retry[0]) is not None
+
+
+@pytest.mark.slow
+def test_a_population_killed_after_one_member_stored_its_outcome_retrains_only_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_study(tmp_path, trials=2, population=2)
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_STORING, str(path)], timeout=120)
+    assert killed.returncode == 9  # at the first member's tell
+    first, second = stored(path).trials
+    assert first.state == second.state == TrialState.RUNNING
+    assert first.user_attrs["weights"] and "result" not in second.user_attrs
+    time.sleep(3)  # past the grace period: the next run retries both
+    trained: list[int] = []
+
+    def counted(specs: list[Any], *args: Any, **kwargs: Any) -> Any:
+        trained.append(len(specs))
+        return evaluate_population(specs, *args, **kwargs)
+
+    monkeypatch.setattr(rounds, "evaluate_population", counted)
+    study = run_study(load_study_file(path))
+    retries = {t.system_attrs["failed_trial"]: t for t in study.trials if t.number > 1}
+    assert sorted(retries) == [0, 1] and len(study.trials) == 4
+    assert all(t.state == TrialState.COMPLETE for t in retries.values())
+    assert trained == [1]  # the member without a stored outcome, alone
+    assert retries[0].value == first.user_attrs["result"]["query_loss"]
+    assert retries[0].user_attrs["weights"] == first.user_attrs["weights"]
+    assert retries[1].params == second.params
 
 
 @pytest.mark.slow

@@ -22,11 +22,16 @@ from metasearch.engines import GROUPED, VMAP
 from metasearch.engines import grouped as grouped_engine
 from metasearch.engines.grouped import GroupedEngine
 from metasearch.engines.vmap import VmapEngine
-from metasearch.evaluation import CheckpointStore, check_population, evaluate_population
+from metasearch.evaluation import (
+    CheckpointStore,
+    EvaluationResult,
+    TrainingInterrupted,
+    check_population,
+    evaluate_population,
+)
 from metasearch.evaluation.evaluator import train
 from metasearch.learners import build_learner
-from metasearch.search import StudyConfig, open_for_reading, open_study, run_study
-from metasearch.search import population as population_module
+from metasearch.search import StudyConfig, open_for_reading, open_study, rounds, run_study
 from metasearch.search.population import is_free
 from metasearch.search.weights import load_trial_weights, study_files
 
@@ -233,7 +238,7 @@ def test_population_members_beat_while_they_train_and_keep_their_weights_as_arti
         return evaluate_population(*args, **kwargs)
 
     monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", counted)
-    monkeypatch.setattr(population_module, "evaluate_population", slow)
+    monkeypatch.setattr(rounds, "evaluate_population", slow)
     study = run_study(config, storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert sorted(beats) == sorted(t._trial_id for t in study.trials)
@@ -259,10 +264,10 @@ def test_a_stopped_population_resumes_exactly(tmp_path: Path) -> None:
     stopped = evaluate_population(
         specs, source, budget, checkpoints=stores(tmp_path, 2), stop=lambda: next(calls) == 6
     )
-    assert stopped == [None, None]  # both were still training: checkpointed, no result
+    assert [r.iteration for r in stopped if isinstance(r, TrainingInterrupted)] == [7, 7]
     resumed = evaluate_population(specs, source, budget, checkpoints=stores(tmp_path, 2))
     for again, alone in zip(resumed, straight, strict=True):
-        assert again is not None and alone is not None
+        assert isinstance(again, EvaluationResult) and isinstance(alone, EvaluationResult)
         assert again.resumed_from == 7 and again.iterations == alone.iterations == 12
         assert again.query_loss == pytest.approx(alone.query_loss, rel=1e-6)
         assert [i for i, _ in again.curve] == [i for i, _ in alone.curve] == [5, 10]
@@ -281,9 +286,10 @@ def test_a_population_resumes_only_where_every_candidate_has_the_same_checkpoint
     with caplog.at_level("WARNING", logger="metasearch.evaluation.evaluator"):
         results = evaluate_population(specs, source, budget, checkpoints=stores(tmp_path, 2))
     assert "1 of 2 candidates have checkpoints" in caplog.text
-    assert [r.resumed_from for r in results if r is not None] == [None, None]
+    assert [r.resumed_from for r in results if isinstance(r, EvaluationResult)] == [None, None]
     alone = evaluate(specs[0], source, budget)
-    assert results[0] is not None and results[0].query_loss == pytest.approx(alone.query_loss)
+    assert isinstance(results[0], EvaluationResult)
+    assert results[0].query_loss == pytest.approx(alone.query_loss)
 
 
 def test_a_candidate_that_ended_before_a_stop_keeps_its_result(tmp_path: Path) -> None:
@@ -297,8 +303,10 @@ def test_a_candidate_that_ended_before_a_stop_keeps_its_result(tmp_path: Path) -
         checkpoints=stores(tmp_path, 2),
         stop=lambda: next(calls) == 7,
     )
-    assert results[0] is not None and results[0].status == "pruned"
-    assert results[0].iterations == 5 and results[1] is None
+    pruned, stopped = results
+    assert isinstance(pruned, EvaluationResult) and pruned.status == "pruned"
+    assert pruned.iterations == 5
+    assert isinstance(stopped, TrainingInterrupted) and stopped.iteration == 8
     first, second = (store.load() for store in stores(tmp_path, 2))
     assert first is not None and first.iteration == 4  # its last before it ended
     assert second is not None and second.iteration == 8  # where the stop came
@@ -327,7 +335,7 @@ def test_a_population_out_of_memory_fails_every_candidate_still_training(
         [sinusoid(1e-3, 0.01), sinusoid(3e-3, 0.02)], SinusoidSource(), Budget(eval_tasks=4)
     )
     for result in results:
-        assert result is not None and result.status == "failed"
+        assert isinstance(result, EvaluationResult) and result.status == "failed"
         assert result.reason is not None and "out of device memory" in result.reason
 
 

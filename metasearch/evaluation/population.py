@@ -11,7 +11,6 @@ those :func:`~metasearch.evaluation.evaluate` gives for each alone, except that
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,17 +44,18 @@ def evaluate_population(
     checkpoints: Sequence[CheckpointStore | None] | None = None,
     stop: Callable[[], bool] | None = None,
     observe: Observer | None = None,
-) -> list[EvaluationResult | None]:
+) -> list[EvaluationResult | TrainingInterrupted]:
     """Meta-trains every spec of ``specs`` on ``source`` together; one result per spec, in order.
 
     The loop is :func:`~metasearch.evaluation.evaluator.train`'s, as for one candidate:
     ``reports[i]`` (optional) prunes candidate ``i`` as ``report`` does in ``evaluate``, a
     pruned, failed or finished candidate leaves the batch and the others go on, and
     ``checkpoints[i]`` is candidate ``i``'s store. Where ``stop()`` turns true, the candidates
-    still training are checkpointed and their results are None (those that ended before keep
-    theirs). Raises :class:`SpecError` where the specs differ in more than :data:`FREE_FIELDS`
-    or one cannot learn ``source``'s tasks. ``observe`` is told the progress of the
-    population's first candidate still training (all train in step).
+    still training are checkpointed and their results are the
+    :class:`~metasearch.evaluation.TrainingInterrupted` that says where (those that ended
+    before keep theirs). Raises :class:`SpecError` where the specs differ in more than
+    :data:`FREE_FIELDS` or one cannot learn ``source``'s tasks. ``observe`` is told the
+    progress of the population's first candidate still training (all train in step).
     """
     budget = budget or Budget()
     check_population(specs)
@@ -78,9 +78,12 @@ def evaluate_population(
         )
         for spec in specs
     ]
-    with contextlib.suppress(TrainingInterrupted):  # the candidates still training: no result
+    interrupted: TrainingInterrupted | None = None
+    try:
         train(trainings, reports, checkpoints, stop, observe)
-    return [training.result() if training.ended else None for training in trainings]
+    except TrainingInterrupted as error:  # the candidates still training: no result
+        interrupted = error
+    return [training.result() if training.ended else interrupted for training in trainings]
 
 
 def check_population(specs: Sequence[LearnerSpec]) -> None:

@@ -1,6 +1,7 @@
 """Running a study: open (or resume) it in its storage and evaluate candidates until it is done.
 
-Every trial samples a spec from the study's space and meta-trains it with the evaluator. A trial
+Every trial samples a spec from the study's space and meta-trains it with the one trainer, in
+rounds of one trial or of a population (:class:`~metasearch.search.rounds.TrialRound`). A trial
 keeps ``spec`` (the learner spec), ``result`` (the evaluation), ``worker`` (host:pid), ``device``
 and ``threads`` (torch's CPU threads) as user attributes, and ``failure`` (why) where it failed.
 Candidates that diverge or raise become FAILED trials and the study goes on; pruned candidates
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 import uuid
 import warnings
@@ -29,43 +29,17 @@ import optuna
 from optuna.storages import GrpcStorageProxy, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from metasearch.darts import genotype_spec, search_architecture
-from metasearch.errors import MetasearchError, SpecError, StorageError
-from metasearch.evaluation import (
-    TrainingInterrupted,
-    check_compatible,
-    evaluate,
-)
-from metasearch.search.population import run_population
+from metasearch.errors import MetasearchError, SpecError
+from metasearch.evaluation import check_compatible
 from metasearch.search.recorded import NAME as SPACE_NAME
 from metasearch.search.recorded import PREFIX, recorded_space, space_attrs
-from metasearch.search.results import HISTORY_ATTR
+from metasearch.search.rounds import TrialRound
 from metasearch.search.samplers import make_pruner, make_sampler
-from metasearch.search.storage import FULL, creating, keeps_heartbeats, redact, unwritable
+from metasearch.search.storage import creating, keeps_heartbeats, redact
 from metasearch.search.study import DIRECTIONS, StudyConfig, build_source
-from metasearch.search.suggest import seed_params, suggest
-from metasearch.search.trials import (
-    ACTIVE,
-    FINISHED,
-    TrialObserver,
-    as_trained,
-    is_retry,
-    numbered,
-    objective_values,
-    reporter,
-    retry,
-    start,
-    surplus,
-    trial_checkpoints,
-)
-from metasearch.search.weights import (
-    IDENTITY,
-    StudyFiles,
-    check_study_name,
-    load_trial_weights,
-    save_trial_weights,
-    study_files,
-)
+from metasearch.search.suggest import seed_params
+from metasearch.search.trials import ACTIVE, FINISHED, TrialObserver
+from metasearch.search.weights import IDENTITY, check_study_name, study_files
 from metasearch.spec import ArchitectureSpec, LearnerSpec, OuterLoopSpec
 from metasearch.tasks import TaskSource
 
@@ -77,9 +51,6 @@ MAX_FAILURES_IN_A_ROW = 10
 """A run stops after this many failed trials in a row: something is wrong beyond one candidate."""
 OPENINGS = "metasearch:openings"
 """The study system attribute counting how often the study was opened (it seeds samplers)."""
-
-SEARCH_FOLDER = "search"
-"""The sub-folder of a trial's checkpoints that holds its differentiable search's."""
 
 Storage = str | optuna.storages.BaseStorage | None
 Callback = Callable[[optuna.Study, FrozenTrial], None]
@@ -168,12 +139,12 @@ def run_study(
     weights of complete trials are kept, and running trials are checkpointed
     (:mod:`metasearch.search.weights`). ``callbacks`` are Optuna study callbacks, called after
     each trial; ``observe`` is told the running trial's number and progress as it trains
-    (:mod:`metasearch.evaluation.progress`). Where ``stop()`` turns true, the running trial is
-    checkpointed, failed and queued for a retry, and the run returns. ``study`` is the study
-    already opened by :func:`open_study` in ``storage``, if it was. Raises
+    (:mod:`metasearch.evaluation.progress`). Where ``stop()`` turns true, the trials still
+    training are checkpointed, failed and queued for a retry, and the run returns. ``study``
+    is the study already opened by :func:`open_study` in ``storage``, if it was. Raises
     :class:`MetasearchError` where the run stopped short: ``MAX_FAILURES_IN_A_ROW`` failed
     trials in a row, or a :class:`StorageError` where the weights folder cannot be written (a
-    full disk); the trial that could not be stored is queued again. Storage errors of the
+    full disk); the trials that could not be stored are queued again. Storage errors of the
     database itself are Optuna's (:func:`metasearch.search.storage.writing` says them in one
     line).
     """
@@ -184,9 +155,21 @@ def run_study(
         return study
     source = source if source is not None else build_source(config, data_root, device)
     _check_fits(config, source)
-    files = study_files(storage, study, config.artifacts) if isinstance(storage, str) else None
-    objective = _Objective(config, source, files, target, stop, observe)
     streak = _FailureStreak(MAX_FAILURES_IN_A_ROW)
+    trials = TrialRound(
+        space=config.space,
+        source=source,
+        budget=config.budget.to_budget(config.seed, config.engine),
+        objectives=config.objectives,
+        target=target,
+        population=config.population,
+        files=study_files(storage, study, config.artifacts) if isinstance(storage, str) else None,
+        darts=config.darts,
+        checkpoint_every=config.checkpoint_every or config.budget.eval_every or 100,
+        callbacks=(streak, *callbacks),
+        observe=observe,
+        stop=stop,
+    )
     timeout = config.timeout if timeout is None else timeout
     deadline = None if timeout is None else time.monotonic() + timeout
     heartbeats = keeps_heartbeats(storage)
@@ -195,39 +178,15 @@ def run_study(
             break
         if _count(study, FINISHED) >= target:
             break
+        if heartbeats:
+            _fail_stale_trials(study)  # queues again the trials of workers that died
         if _count(study, ACTIVE) >= target and not _count(study, (TrialState.WAITING,)):
             if not heartbeats:
                 break  # the rest is running elsewhere, and nothing would notice if it died
-            _fail_stale_trials(study)  # the rest is running elsewhere: take it over if it dies
-            time.sleep(POLL_SECONDS)
+            time.sleep(POLL_SECONDS)  # the rest is running elsewhere: take it over if it dies
             continue
-        if config.population > 1:
-            taken = _count(study, (*FINISHED, TrialState.RUNNING))  # the waiting are asked first
-            size = min(config.population, target - taken)
-            space, budget = config.space, objective.budget
-            stopped = run_population(
-                study,
-                space,
-                source,
-                budget,
-                config.objectives,
-                size,
-                target,
-                files,
-                [streak, *callbacks],
-                observe,
-                stop,
-                objective.checkpoint_every,
-            )
-            if stopped:
-                break
-            continue
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[streak, *callbacks])
-        if objective.interrupted is not None:
-            retry(study, objective.interrupted)
-            if objective.unwritable is not None:
-                raise StorageError(objective.unwritable)
-            break
+        if trials.run(study):
+            break  # stopped: the trials still training are queued again
     if streak.stopped:
         raise MetasearchError(streak.reason)
     return study
@@ -241,119 +200,6 @@ def _fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-
-
-class _Surplus(Exception):
-    """Another worker took the study's last trial at the same moment as this one."""
-
-
-class _Objective:
-    """One trial: sample a spec, meta-train and score it, return the objectives."""
-
-    def __init__(
-        self,
-        config: StudyConfig,
-        source: TaskSource,
-        files: StudyFiles | None,
-        target: int,
-        stop: Callable[[], bool] | None,
-        observe: TrialObserver | None = None,
-    ) -> None:
-        self.space, self.source, self.objectives = config.space, source, config.objectives
-        self.multi_objective = config.multi_objective
-        self.budget = config.budget.to_budget(config.seed, config.engine)
-        self.darts = config.darts
-        self.files, self.target, self.stop, self.observe = files, target, stop, observe
-        self.checkpoint_every = config.checkpoint_every or config.budget.eval_every or 100
-        self.interrupted: int | None = None
-        self.unwritable: str | None = None
-
-    def __call__(self, trial: optuna.Trial) -> list[float]:
-        start(trial, self.source.device)
-        try:
-            return self._evaluate(trial)
-        except optuna.TrialPruned:
-            raise
-        except TrainingInterrupted as error:
-            self.interrupted = trial.number
-            trial.set_user_attr("failure", f"{error}; a retry resumes from its checkpoint")
-            raise
-        except Exception as error:  # Optuna logs it and fails the trial; the study goes on
-            if isinstance(error, OSError) and error.errno in FULL:  # nothing more can be stored:
-                self.interrupted = trial.number  # the trial is queued again and the run stops
-                self.unwritable = unwritable(error, self.files)
-                reason = f"{self.unwritable}; a retry resumes from its checkpoint"
-            else:
-                reason = f"{type(error).__name__}: {error}"
-            trial.set_user_attr("failure", reason)
-            raise
-
-    def _evaluate(self, trial: optuna.Trial) -> list[float]:
-        if surplus(trial, self.target):
-            raise _Surplus(f"the study already has its {self.target} trials; nothing was trained")
-        spec = suggest(trial, self.space)
-        stored = self._stored_result(trial)
-        if stored is not None:  # a retry of a trial killed after it stored its outcome
-            return self._outcome(trial, stored)
-        checkpoints = trial_checkpoints(trial, self.files, self.checkpoint_every)
-        if self.darts is not None:  # strategy darts: the architecture by differentiable search
-            found = search_architecture(
-                spec,
-                self.source,
-                self.darts,
-                self.budget.seed,
-                checkpoints=None if checkpoints is None else checkpoints.within(SEARCH_FOLDER),
-                stop=self.stop,
-                observe=numbered(self.observe, trial.number),
-            )
-            if found.genotype is None:  # failed or pruned: nothing to evaluate
-                record = {"status": found.status, "reason": found.reason}
-                trial.set_user_attr("result", record)
-                if checkpoints is not None:
-                    checkpoints.clear()
-                return self._outcome(trial, record)
-            trial.set_user_attr(HISTORY_ATTR, found.history)
-            spec = genotype_spec(spec, found.genotype, self.darts.channels)
-        trial.set_user_attr("spec", spec.to_dict())
-        seed = trial.user_attrs.get("seed")
-        report = None if self.multi_objective else reporter(trial, prune=seed is None)
-        result = evaluate(
-            spec,
-            self.source,
-            self.budget,
-            report=report,
-            checkpoints=checkpoints,
-            stop=self.stop,
-            observe=numbered(self.observe, trial.number),
-        )
-        trial.set_user_attr("spec", as_trained(spec, result.iterations).to_dict())
-        if result.status == "complete" and self.files is not None and result.learner is not None:
-            save_trial_weights(self.files, trial, result.learner)  # before the trial is done
-        record = result.to_dict()
-        trial.set_user_attr("result", record)
-        if checkpoints is not None:
-            checkpoints.clear()
-        return self._outcome(trial, record)
-
-    def _outcome(self, trial: optuna.Trial, record: dict[str, Any]) -> list[float]:
-        """The objectives of a stored evaluation ``record``; raises where it was pruned."""
-        if record["status"] == "failed":
-            log.warning("trial %d failed: %s", trial.number, record["reason"])
-            trial.set_user_attr("failure", record["reason"])
-            return [math.nan] * len(self.objectives)  # Optuna marks the trial FAILED
-        if record["status"] == "pruned":
-            raise optuna.TrialPruned(record["reason"])
-        return objective_values(record, self.objectives)
-
-    def _stored_result(self, trial: optuna.Trial) -> dict[str, Any] | None:
-        """The evaluation that the trial this one retries stored in full (result and, where
-        weights are kept, the weights it names), if it did."""
-        frozen = trial.study._storage.get_trial(trial._trial_id)
-        record = frozen.user_attrs.get("result")
-        if record is None or not is_retry(frozen):
-            return None
-        kept = self.files is None or record["status"] != "complete"
-        return record if kept or load_trial_weights(self.files, frozen) is not None else None
 
 
 class _FailureStreak:

@@ -1,15 +1,17 @@
-"""What every way of running a trial shares: trial states, who runs it (and on what), whether it
-is one too many, the spec as trained, pruning reports, progress, objective values, its
-checkpoints and its retry after an interruption."""
+"""What a trial's run needs: trial states, who runs it (and on what), whether it is one too many,
+the spec as trained, pruning reports, progress, objective values, its checkpoints, its
+heartbeats and its retry after an interruption."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import socket
+import threading
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -111,3 +113,32 @@ def retry(study: optuna.Study, number: int) -> None:
 def is_retry(trial: FrozenTrial) -> bool:
     """Whether ``trial`` retries one that an interruption or a dead worker ended."""
     return RETRIED in trial.system_attrs
+
+
+@contextlib.contextmanager
+def beating(study: optuna.Study, trials: Sequence[optuna.Trial]) -> Iterator[None]:
+    """Records the trials' heartbeats while the block runs, where their storage keeps them, as
+    ``study.optimize`` does for its one trial (asked trials get none from Optuna)."""
+    storage = trials[0].storage
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+    if interval is None:
+        yield
+        return
+    study_id = storage.get_study_id_from_name(study.study_name)
+    ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
+    stopped = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial_id in ids:
+                storage.record_heartbeat(trial_id)
+            if stopped.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="heartbeats", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join()
