@@ -117,8 +117,8 @@ def is_retry(trial: FrozenTrial) -> bool:
 
 @contextlib.contextmanager
 def beating(study: optuna.Study, trials: Sequence[optuna.Trial]) -> Iterator[None]:
-    """Records the trials' heartbeats while the block runs, where their storage keeps them, as
-    ``study.optimize`` does for its one trial (asked trials get none from Optuna)."""
+    """Records the trials' heartbeats while the block runs, where their storage keeps them
+    (Optuna keeps them only inside ``study.optimize``, never for asked trials)."""
     storage = trials[0].storage
     interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
     if interval is None:
