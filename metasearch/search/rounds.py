@@ -223,8 +223,11 @@ class TrialRound:
         else:
             self._told(study, study.tell(trial, objective_values(record, self.objectives)))
 
-    def _fail(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-        log.warning("trial %d failed: %s", trial.number, reason)
+    def _fail(
+        self, study: optuna.Study, trial: optuna.Trial, reason: str, warn: bool = True
+    ) -> None:
+        if warn:
+            log.warning("trial %d failed: %s", trial.number, reason)
         trial.set_user_attr("failure", reason)
         self._told(study, study.tell(trial, state=TrialState.FAIL))
 
@@ -236,9 +239,9 @@ class TrialRound:
         self, study: optuna.Study, asked: list[tuple[optuna.Trial, LearnerSpec]], why: str
     ) -> None:
         """Fails the asked trials not yet told (each checkpointed where it trained) and queues
-        them again, to resume from their checkpoints."""
+        them again, to resume from their checkpoints; the run says why it stopped, once."""
         for trial in _running(study, asked):
-            self._fail(study, trial, f"{why}; a retry resumes from its checkpoint")
+            self._fail(study, trial, f"{why}; a retry resumes from its checkpoint", warn=False)
             retry(study, trial.number)
 
     def _stored_result(self, trial: optuna.Trial) -> dict[str, Any] | None:
