@@ -7,7 +7,7 @@ and ``threads`` (torch's CPU threads) as user attributes, and ``failure`` (why) 
 Candidates that diverge or raise become FAILED trials and the study goes on; pruned candidates
 become PRUNED trials.
 
-Any number of processes may run the same study at once (workers): each takes one trial at a
+Any number of processes may run the same study at once (workers): each takes one round at a
 time and stops when the study holds its number of finished trials, counting the trials others
 are running, so that it ends with exactly that many. A trial whose worker died is retried by
 another (see :mod:`metasearch.search.storage`) and resumes from its last checkpoint.
