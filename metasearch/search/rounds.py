@@ -43,6 +43,7 @@ from metasearch.search.trials import (
     reporter,
     retry,
     start,
+    stored,
     surplus,
     trial_checkpoints,
 )
@@ -225,11 +226,13 @@ class TrialRound:
 
     def _fail(
         self, study: optuna.Study, trial: optuna.Trial, reason: str, warn: bool = True
-    ) -> None:
+    ) -> FrozenTrial:
         if warn:
             log.warning("trial %d failed: %s", trial.number, reason)
         trial.set_user_attr("failure", reason)
-        self._told(study, study.tell(trial, state=TrialState.FAIL))
+        failed = study.tell(trial, state=TrialState.FAIL)
+        self._told(study, failed)
+        return failed
 
     def _told(self, study: optuna.Study, trial: FrozenTrial) -> None:
         for callback in self.callbacks:
@@ -241,13 +244,13 @@ class TrialRound:
         """Fails the asked trials not yet told (each checkpointed where it trained) and queues
         them again, to resume from their checkpoints; the run says why it stopped, once."""
         for trial in _running(study, asked):
-            self._fail(study, trial, f"{why}; a retry resumes from its checkpoint", warn=False)
-            retry(study, trial.number)
+            reason = f"{why}; a retry resumes from its checkpoint"
+            retry(study, self._fail(study, trial, reason, warn=False))
 
     def _stored_result(self, trial: optuna.Trial) -> dict[str, Any] | None:
         """The evaluation that the trial this one retries stored in full (result and, where
         weights are kept, the weights it names), if it did."""
-        frozen = trial.study._storage.get_trial(trial._trial_id)
+        frozen = stored(trial)
         record = frozen.user_attrs.get("result")
         if record is None or not is_retry(frozen):
             return None

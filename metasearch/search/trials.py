@@ -96,14 +96,18 @@ def trial_checkpoints(
     (if any), saved every ``every`` meta-iterations."""
     if files is None:
         return None
-    frozen = trial.study._storage.get_trial(trial._trial_id)
-    number = frozen.system_attrs.get(RETRIED, trial.number)
+    number = stored(trial).system_attrs.get(RETRIED, trial.number)
     return CheckpointStore(files.checkpoints / f"trial-{number}", every)
 
 
-def retry(study: optuna.Study, number: int) -> None:
-    """Queues trial ``number`` (failed by an interruption) again, to resume from its checkpoint."""
-    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+def stored(trial: optuna.Trial) -> FrozenTrial:
+    """``trial`` as its storage holds it, with the system attributes (the trial a retry repeats)
+    and the attributes inherited from that trial, which an asked trial does not expose."""
+    return trial.study._storage.get_trial(trial._trial_id)
+
+
+def retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queues ``trial`` (failed by an interruption) again, to resume from its checkpoint."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         again = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
