@@ -4,8 +4,13 @@ each scored by ``metasearch evaluate`` on meta-test tasks of alphabets never see
 
 - ``maml``: the MAML configuration of Finn et al. (2017), ``metasearch train --seed``;
 - ``protonet``: the Prototypical Networks configuration of Snell et al. (2017), likewise;
+- ``protonet_cosine``: the same configuration retrained as the search's winner is (below), its
+  rate cosine-annealed over the budget instead of halved every 2,000 iterations: how much of
+  the search arm's lead is its retraining schedule;
 - ``search``: ``metasearch search`` on the seeded study (the seeds above among its trials), then
-  ``metasearch train --trial best`` with what is left of the budget;
+  ``metasearch train --trial best --lr-schedule cosine`` with what is left of the budget (a 30-s
+  trial cannot tell a step schedule from a constant rate; cosine follows the retraining's
+  budget);
 - ``darts``: ``metasearch search`` on the differentiable-search study (one search, its derived
   cells meta-trained as the trial), then ``train --trial best`` with what is left.
 
@@ -39,11 +44,12 @@ import yaml
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parent.parent
-ARMS = {
-    "maml": ("seed", "maml_finn2017"),
-    "protonet": ("seed", "protonet_snell2017"),
-    "search": ("search", None),
-    "darts": ("darts", None),
+ARMS = {  # how the arm chooses its learner, the seed it retrains, the retraining's schedule
+    "maml": ("seed", "maml_finn2017", None),
+    "protonet": ("seed", "protonet_snell2017", None),
+    "protonet_cosine": ("seed", "protonet_snell2017", "cosine"),
+    "search": ("search", None, "cosine"),
+    "darts": ("darts", None, None),
 }
 SCORE = re.compile(r"accuracy ([\d.]+)% ± ([\d.]+)%")
 LOSS = re.compile(r"query loss ([\d.e+-]+) ± ([\d.e+-]+)")
@@ -102,7 +108,7 @@ def seeded_study(study: Path, seed: int, folder: Path) -> Path:
 
 def _train(arm: str, study: Path, folder: Path, args: argparse.Namespace) -> dict[str, object]:
     """Chooses and trains ``arm``'s learner within the budget; the row's training half."""
-    kind, seed = ARMS[arm]
+    kind, seed, schedule = ARMS[arm]
     log, learner = folder / "log.txt", folder / "learner"
     common = ("--data-root", args.data_root, "--device", "cpu")
     spent_searching = 0.0
@@ -115,6 +121,8 @@ def _train(arm: str, study: Path, folder: Path, args: argparse.Namespace) -> dic
     left = args.budget - spent_searching
     if left <= 0:
         raise RuntimeError(f"{arm}: the search took {spent_searching:.0f} s of {args.budget} s")
+    if schedule is not None:
+        train += ("--lr-schedule", schedule)
     metasearch(
         "train", study, *train, "--seconds", f"{left:.0f}", "--out", learner, *common, log=log
     )

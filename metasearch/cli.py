@@ -64,6 +64,14 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+class LrScheduleChoice(str, Enum):
+    """The meta learning-rate schedules of :class:`metasearch.spec.OuterLoopSpec`."""
+
+    constant = "constant"
+    cosine = "cosine"
+    step = "step"
+
+
 def friendly_errors(command: F) -> F:
     """Turns metasearch's own errors into one red line and exit status 2, without traceback."""
 
@@ -340,6 +348,13 @@ def train(
     seconds: Annotated[float | None, typer.Option(help="Budget: seconds of meta-training.")] = None,
     iterations: Annotated[int | None, typer.Option(help="Budget: meta-iterations.")] = None,
     examples: Annotated[float | None, typer.Option(help="Budget: meta-training examples.")] = None,
+    lr_schedule: Annotated[
+        LrScheduleChoice | None,
+        typer.Option(
+            help="Meta learning-rate schedule for the retraining instead of the trial's: "
+            "cosine anneals to zero over this budget."
+        ),
+    ] = None,
     storage: StorageOption = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
@@ -361,8 +376,9 @@ def train(
     in_range("--threads", threads, 1, MAX_THREADS)
     budget = RetrainBudget(seconds, iterations, examples)
     code = train_and_export(
-        study_file, trial, seed, budget, out, storage, data_root, device, console, threads
-    )
+        study_file, trial, seed, budget, out, storage, data_root, device, console, threads,
+        lr_schedule and lr_schedule.value,
+    )  # fmt: skip
     raise typer.Exit(code)
 
 

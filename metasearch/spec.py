@@ -39,6 +39,7 @@ PRIMITIVES: tuple[str, ...] = Operation.__args__  # type: ignore[attr-defined]
 """The candidate operations of a cell edge; ``none`` (the zero operation) only in the search."""
 CellKind = Literal["normal", "reduce"]
 Precision = Literal["float32", "bfloat16"]
+LrSchedule = Literal["constant", "cosine", "step"]
 COSINE_SCALE = 10.0
 """Prototypical Networks with ``distance: cosine``: logits are this times the cosine similarity
 (an unscaled cosine in [-1, 1] gives too flat a softmax to learn)."""
@@ -238,7 +239,7 @@ class OuterLoopSpec(_Frozen):
     msl_fraction: float = 0.1
     first_order_fraction: float = 0.25
     precision: Precision = "float32"
-    lr_schedule: Literal["constant", "cosine", "step"] = "constant"
+    lr_schedule: LrSchedule = "constant"
     lr_halving_every: int = 2000
     train_ways: int | None = None
     train_shots: int | None = None

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from rich.console import Console
 from test_cli import assert_one_line_error, run, write_classes, write_study
 
+from metasearch.cli import LrScheduleChoice
 from metasearch.commands import training
 from metasearch.commands.training import RetrainBudget, train_and_export
 from metasearch.errors import MetasearchError
+from metasearch.spec import LrSchedule
 
 SEED = {"name": "paper", "params": {"inner.lr": 0.3, "outer.meta_lr": 0.005}}
 
@@ -56,6 +59,24 @@ def test_train_a_seed_without_searching(study: Path, tmp_path: Path) -> None:
     assert_one_line_error(
         run("train", study, "--seed", "paper", "--out", tmp_path / "x"), "--seconds"
     )
+
+
+@pytest.mark.slow
+def test_train_replaces_the_schedule_where_asked(study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cosine"
+    trained = run(
+        "train", study, "--seed", "paper", "--iterations", "8", "--lr-schedule", "cosine",
+        "--out", out,
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    metadata = json.loads((out / "learner.json").read_text())
+    assert metadata["spec"]["outer"]["lr_schedule"] == "cosine"
+    assert metadata["provenance"]["lr_schedule_replaced"] == "constant"  # the seed's
+    assert metadata["spec"]["inner"]["lr"] == 0.3  # the rest is the seed's
+
+
+def test_the_command_line_offers_every_schedule() -> None:
+    assert [choice.value for choice in LrScheduleChoice] == list(get_args(LrSchedule))
 
 
 class StopAfter:

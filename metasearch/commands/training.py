@@ -4,7 +4,9 @@ export it.
 This is the protocol of architecture search (Zoph et al., 2018; Liu et al., 2019): search with
 a small budget per candidate, then train the winner long. The retraining is one candidate of
 the evaluator like any trial, checkpointed as it goes, so running the same command again after
-an interruption resumes it.
+an interruption resumes it. ``lr_schedule`` replaces the configuration's meta learning-rate
+schedule for the retraining: a short trial cannot tell a step schedule from a constant rate, while
+a cosine schedule anneals over whatever budget it is given (Loshchilov and Hutter, 2017).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from metasearch.search.storage import redact
 from metasearch.search.study import StudyConfig, build_source
 from metasearch.search.suggest import seed_params, suggest
 from metasearch.search.weights import study_files
-from metasearch.spec import LearnerSpec
+from metasearch.spec import LearnerSpec, LrSchedule
 
 EVALUATIONS = 10
 """Validation points over a retraining, for its log: one every tenth of the budget."""
@@ -85,9 +87,11 @@ def train_and_export(
     device: str | None,
     console: Console,
     threads: int | None = None,
+    lr_schedule: LrSchedule | None = None,
 ) -> int:
     """Retrains trial ``choice`` ('best' or a number) or the study file's seed ``seed_name``
-    with ``budget`` on ``threads`` CPU threads (default: the study file's, else torch's) and
+    with ``budget`` on ``threads`` CPU threads (default: the study file's, else torch's), with
+    the meta learning-rate schedule ``lr_schedule`` where given (else the configuration's), and
     exports it to ``out``; returns the exit code (that of a signal where one stopped it after a
     checkpoint)."""
     config = load_config(study_file)
@@ -102,6 +106,11 @@ def train_and_export(
         chosen = pick_trial(study, choice)
         spec, label = LearnerSpec.from_dict(chosen.user_attrs["spec"]), f"trial {chosen.number}"
         provenance = {"trial": chosen.number}
+    if lr_schedule is not None and lr_schedule != spec.outer.lr_schedule:
+        provenance["lr_schedule_replaced"] = spec.outer.lr_schedule
+        data = spec.to_dict()
+        data["outer"]["lr_schedule"] = lr_schedule
+        spec = LearnerSpec.from_dict(data)
     use_threads(threads or config.threads)
     source = build_source(config, data_root, device)
     files = study_files(storage_url, study, config.artifacts)  # None in memory: no checkpoints
