@@ -73,6 +73,7 @@ def test_train_replaces_the_schedule_where_asked(study: Path, tmp_path: Path) ->
     assert metadata["spec"]["outer"]["lr_schedule"] == "cosine"
     assert metadata["provenance"]["lr_schedule_replaced"] == "constant"  # the seed's
     assert metadata["spec"]["inner"]["lr"] == 0.3  # the rest is the seed's
+    assert "schedule replaced for that (it was constant" in (out / "README.md").read_text()
 
 
 def test_the_command_line_offers_every_schedule() -> None:

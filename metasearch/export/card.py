@@ -52,6 +52,11 @@ def _searched(provenance: dict[str, Any]) -> str:
             lines.append(f"- {what}: {provenance[key]}")
     if provenance.get("retrained"):
         lines.append("- meta-trained again with the budget below, after the search")
+    if "lr_schedule_replaced" in provenance:
+        lines.append(
+            f"- meta learning-rate schedule replaced for that (it was "
+            f"{provenance['lr_schedule_replaced']}; the spec holds the one it trained with)"
+        )
     return "\n".join(lines)
 
 
