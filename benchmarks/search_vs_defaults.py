@@ -1,4 +1,4 @@
-"""Does the search beat the papers' configurations at equal compute? Four arms, each given the
+"""Does the search beat the papers' configurations at equal compute? Five arms, each given the
 same wall-clock budget on one CPU thread, each run through the command line as a user would,
 each scored by ``metasearch evaluate`` on meta-test tasks of alphabets never seen in training:
 
