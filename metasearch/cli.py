@@ -8,7 +8,7 @@ from collections.abc import Callable
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from rich.console import Console
@@ -62,14 +62,6 @@ class OutputFormat(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-class LrScheduleChoice(str, Enum):
-    """The meta learning-rate schedules of :class:`metasearch.spec.OuterLoopSpec`."""
-
-    constant = "constant"
-    cosine = "cosine"
-    step = "step"
 
 
 def friendly_errors(command: F) -> F:
@@ -349,10 +341,10 @@ def train(
     iterations: Annotated[int | None, typer.Option(help="Budget: meta-iterations.")] = None,
     examples: Annotated[float | None, typer.Option(help="Budget: meta-training examples.")] = None,
     lr_schedule: Annotated[
-        LrScheduleChoice | None,
+        str | None,
         typer.Option(
             help="Meta learning-rate schedule for the retraining instead of the trial's: "
-            "cosine anneals to zero over this budget."
+            "constant, cosine (annealed to zero over this budget) or step."
         ),
     ] = None,
     storage: StorageOption = None,
@@ -363,6 +355,7 @@ def train(
     """Meta-train a trial's configuration again with a larger budget, and export it."""
     from metasearch.commands.training import RetrainBudget, train_and_export
     from metasearch.search.study import MAX_UNTIMED_EXAMPLES, MAX_UNTIMED_ITERATIONS
+    from metasearch.spec import LrSchedule
 
     output_folder(out)
     positive("--seconds", seconds)
@@ -374,10 +367,13 @@ def train(
         raise MetasearchError(f"--examples above {MAX_UNTIMED_EXAMPLES:,} need --seconds too")
     known_device(device)
     in_range("--threads", threads, 1, MAX_THREADS)
+    schedules = get_args(LrSchedule)
+    if lr_schedule is not None and lr_schedule not in schedules:
+        raise MetasearchError(f"--lr-schedule must be one of {', '.join(schedules)}")
     budget = RetrainBudget(seconds, iterations, examples)
     code = train_and_export(
         study_file, trial, seed, budget, out, storage, data_root, device, console, threads,
-        lr_schedule and lr_schedule.value,
+        lr_schedule,  # type: ignore[arg-type]  # checked above
     )  # fmt: skip
     raise typer.Exit(code)
 

@@ -11,7 +11,6 @@ import pytest
 from rich.console import Console
 from test_cli import assert_one_line_error, run, write_classes, write_study
 
-from metasearch.cli import LrScheduleChoice
 from metasearch.commands import training
 from metasearch.commands.training import RetrainBudget, train_and_export
 from metasearch.errors import MetasearchError
@@ -76,8 +75,23 @@ def test_train_replaces_the_schedule_where_asked(study: Path, tmp_path: Path) ->
     assert "schedule replaced for that (it was constant" in (out / "README.md").read_text()
 
 
-def test_the_command_line_offers_every_schedule() -> None:
-    assert [choice.value for choice in LrScheduleChoice] == list(get_args(LrSchedule))
+def test_an_unknown_schedule_gets_one_line(study: Path, tmp_path: Path) -> None:
+    assert_one_line_error(
+        run(
+            "train",
+            study,
+            "--seed",
+            "paper",
+            "--iterations",
+            "8",
+            "--lr-schedule",
+            "linear",
+            "--out",
+            tmp_path / "x",
+        ),  # fmt: skip
+        "--lr-schedule must be one of",
+        *get_args(LrSchedule),
+    )
 
 
 class StopAfter:

@@ -108,9 +108,8 @@ def train_and_export(
         provenance = {"trial": chosen.number}
     if lr_schedule is not None and lr_schedule != spec.outer.lr_schedule:
         provenance["lr_schedule_replaced"] = spec.outer.lr_schedule
-        data = spec.to_dict()
-        data["outer"]["lr_schedule"] = lr_schedule
-        spec = LearnerSpec.from_dict(data)
+        outer = spec.outer.model_copy(update={"lr_schedule": lr_schedule})
+        spec = spec.model_copy(update={"outer": outer})
     use_threads(threads or config.threads)
     source = build_source(config, data_root, device)
     files = study_files(storage_url, study, config.artifacts)  # None in memory: no checkpoints
