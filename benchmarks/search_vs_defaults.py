@@ -2,15 +2,16 @@
 same wall-clock budget on one CPU thread, each run through the command line as a user would,
 each scored by ``metasearch evaluate`` on meta-test tasks of alphabets never seen in training:
 
-- ``maml``: the MAML configuration of Finn et al. (2017), ``metasearch train --seed``;
-- ``protonet``: the Prototypical Networks configuration of Snell et al. (2017), likewise;
-- ``protonet_cosine``: the same configuration retrained as the search's winner is (below), its
-  rate cosine-annealed over the budget instead of halved every 2,000 iterations: how much of
-  the search arm's lead is its retraining schedule;
+- ``maml``: the MAML configuration of Finn et al. (2017), ``metasearch train --seed`` with its
+  paper's constant rate (``--lr-schedule constant``: the study's space anneals every candidate);
+- ``protonet``: the Prototypical Networks configuration of Snell et al. (2017), likewise, its
+  rate halved every 2,000 iterations (``--lr-schedule step``);
+- ``protonet_cosine``: the same configuration as the study seeds it, its rate cosine-annealed
+  over the budget as every candidate of the search is: how much of the search arm's lead is
+  that schedule;
 - ``search``: ``metasearch search`` on the seeded study (the seeds above among its trials), then
-  ``metasearch train --trial best --lr-schedule cosine`` with what is left of the budget (a 30-s
-  trial cannot tell a step schedule from a constant rate; cosine follows the retraining's
-  budget);
+  ``metasearch train --trial best`` with what is left of the budget (its cosine schedule now
+  following the retraining's budget);
 - ``darts``: ``metasearch search`` on the differentiable-search study (one search, its derived
   cells meta-trained as the trial), then ``train --trial best`` with what is left.
 
@@ -45,10 +46,10 @@ from scipy import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = {  # how the arm chooses its learner, the seed it retrains, the retraining's schedule
-    "maml": ("seed", "maml_finn2017", None),
-    "protonet": ("seed", "protonet_snell2017", None),
-    "protonet_cosine": ("seed", "protonet_snell2017", "cosine"),
-    "search": ("search", None, "cosine"),
+    "maml": ("seed", "maml_finn2017", "constant"),
+    "protonet": ("seed", "protonet_snell2017", "step"),
+    "protonet_cosine": ("seed", "protonet_snell2017", None),
+    "search": ("search", None, None),
     "darts": ("darts", None, None),
 }
 SCORE = re.compile(r"accuracy ([\d.]+)% ± ([\d.]+)%")
