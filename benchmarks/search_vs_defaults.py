@@ -149,7 +149,8 @@ def _score(folder: Path, args: argparse.Namespace) -> dict[str, object]:
     evaluation.unlink(missing_ok=True)
     metasearch(
         "evaluate", folder / "learner", "--episodes", args.episodes,
-        "--data-root", args.data_root, "--device", "cpu", *args.protocol, log=evaluation,
+        "--data-root", args.data_root, "--device", "cpu", "--protocol", args.protocol,
+        log=evaluation,
     )  # fmt: skip
     text = " ".join(evaluation.read_text().split())
     accuracy, loss = SCORE.search(text), LOSS.search(text)
@@ -216,7 +217,7 @@ def main() -> None:
         "--seeds", nargs="+", type=int, default=None, help="random seeds (default: the study's)"
     )
     parser.add_argument(
-        "--protocol", nargs="*", default=[], help="extra evaluate options, e.g. --protocol vinyals"
+        "--protocol", default="unrotated", help="evaluate's protocol (vinyals: as papers report)"
     )
     parser.add_argument(
         "--data-root", type=Path, default=Path(os.environ.get("METASEARCH_DATA", "data"))
